@@ -1,0 +1,101 @@
+"""`align eval`: score a model on a domain's evaluation.
+
+With a domain that defines `evaluate(config, run_dir)` (code: pass@k; translation: acc_eq and
+robustness) that method runs. Otherwise a saved reward model is scored on a preference file:
+pairwise accuracy, mean margin and a histogram of reward gaps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from align.config import ConfigError, check_path, doc
+from align.runlog import RunDir
+from align.types import PreferencePair
+
+
+@dataclass
+class Config:
+    """`align eval`."""
+
+    model: str = doc("The model to evaluate: a saved reward model directory for preference accuracy, or a policy "
+                     "(embedded name, hub id, path) for generation-based evaluations.", "smollm2-135m")
+    data: str | None = doc("Evaluation data; empty: the domain's test split.", None)
+    domain: str = doc("Domain whose evaluation runs (`hh`, `translation`, `code`).", "hh")
+    domain_options: dict = doc("Keyword options for the domain adapter.", {})
+    output_dir: str = doc("Directory for summary.json and the report.", "runs/eval")
+    split: str = doc("Domain split to evaluate on when `data` is empty.", "test")
+    batch_size: int = doc("Examples per batch.", 16)
+    max_length: int = doc("Maximum tokens per scored sequence (older context is cut first).", 512)
+    limit: int = doc("Evaluate at most this many examples (-1: all).", -1)
+    seed: int = doc("Random seed for sampling.", 0)
+    strict: bool = doc("Fail on the first bad data row instead of skipping it.", False)
+    options: dict = doc("Domain-specific evaluation options, e.g. `options.k=[1,5]` `options.num_samples=10`.", {})
+
+    def validate(self) -> None:
+        if self.batch_size <= 0 or self.max_length <= 0:
+            raise ConfigError("batch_size and max_length: expected positive integers")
+        check_path("data", self.data)
+
+
+@torch.no_grad()
+def evaluate_reward_model(reward_model, pairs: list[PreferencePair], batch_size: int = 16,
+                          max_length: int = 512) -> dict:
+    """Accuracy, mean margin and per-pair reward differences of `reward_model` (first head unless a
+    pair's aspect names another) on `pairs`."""
+    from align.rm_data import RMData
+    from align.data import encode_pair
+    from align.rm import preference_metrics, score_pairs
+
+    tokenizer = reward_model.tokenizer
+    encoded = [encode_pair(tokenizer, pair, max_length) for pair in pairs]
+    data = RMData(pairs, encoded, list(reward_model.head_names), tokenizer.pad_token_id)
+    chosen, rejected = score_pairs(reward_model, data, batch_size)
+    metrics = preference_metrics(chosen, rejected, prefix="")
+    return {"accuracy": metrics.get("accuracy"), "mean_margin": metrics.get("reward_gap"),
+            "loss": metrics.get("loss"), "pairs": len(pairs), "differences": (chosen - rejected).tolist()}
+
+
+def _preference_pairs(config: Config) -> tuple[list[PreferencePair], dict[str, int]]:
+    if config.data:
+        from align.data import load_preferences
+
+        loaded = load_preferences(config.data, strict=config.strict, limit=config.limit)
+        return loaded.pairs, {f"skipped_{k}": v for k, v in loaded.skipped.items()}
+    from align.registry import get_domain
+
+    pairs = list(get_domain(config.domain, **config.domain_options).preferences(config.split))
+    return (pairs[: config.limit] if config.limit > 0 else pairs), {}
+
+
+def run(config: Config) -> dict:
+    run_dir = RunDir(config.output_dir)
+    run_dir.save_config(config)
+    if not config.data:
+        from align.registry import get_domain
+
+        domain = get_domain(config.domain, **config.domain_options)
+        if hasattr(domain, "evaluate"):
+            summary = domain.evaluate(config, run_dir)
+            run_dir.write_summary(summary)
+            print(f"align eval: summary in {run_dir.summary_path}; report in {run_dir.path / 'report.md'}")
+            return summary
+
+    from align.models import RewardModel
+    from align.report import plot_histogram, summary_table, write_report
+
+    reward_model = RewardModel.from_pretrained(config.model)
+    pairs, skipped = _preference_pairs(config)
+    if not pairs:
+        raise ValueError(f"align eval: no preference pairs to evaluate in {config.data or config.domain!r}")
+    result = evaluate_reward_model(reward_model, pairs, config.batch_size, config.max_length)
+    differences = result.pop("differences")
+    summary = {**result, **skipped, "skipped_pairs": sum(skipped.values())}
+    histogram = plot_histogram(differences, run_dir.path / "reward_gaps.png", "r(chosen) − r(rejected)", "reward gap")
+    text = f"{sum(d > 0 for d in differences)} of {len(differences)} pairs ranked correctly."
+    report = write_report(run_dir, f"Reward model evaluation: {config.model}",
+                          [("Reward gaps", text, histogram), ("Summary", summary_table(summary), None)])
+    run_dir.write_summary(summary)
+    print(f"align eval: accuracy {summary['accuracy']:.3f} on {summary['pairs']} pairs; report in {report}")
+    return summary

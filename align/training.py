@@ -1,0 +1,47 @@
+"""Pieces every trainer shares: seeding, the accelerate set-up, optimizer and schedule."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from transformers import get_scheduler
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def mixed_precision(precision: str) -> str:
+    """`auto` -> bf16 where the device runs it (CUDA with bf16, or any CPU: measured ~1.35x faster
+    for a MiniLM RM step on a 2-core AVX2 CPU), else no mixed precision."""
+    if precision == "fp32":
+        return "no"
+    if precision == "bf16":
+        return "bf16"
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    return "bf16"
+
+
+def make_accelerator(config) -> Accelerator:
+    """One process on a CPU; the same code under `accelerate launch` on several GPUs."""
+    return Accelerator(mixed_precision=mixed_precision(config.precision))
+
+
+def make_optimizer_and_scheduler(model: torch.nn.Module, config, total_steps: int):
+    """AdamW (no weight decay on biases and norms) with linear warm-up then `config.lr_schedule` decay."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
+    schedule = "constant_with_warmup" if config.lr_schedule == "constant" else config.lr_schedule
+    scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=int(config.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    return optimizer, scheduler
