@@ -69,7 +69,7 @@ def _open_bytes(path: str) -> bytes:
     return raw
 
 
-def _iter_rows(source: str, split: str | None) -> Iterator[tuple[str, Any]]:
+def _iter_rows(source: str, split: str | None, data_dir: str | None = None) -> Iterator[tuple[str, Any]]:
     """Yield (location "<file>:<n>", row or _BadRow) from a file, a saved dataset or a hub id.
 
     n is the line for JSONL and the 1-based record number for JSON lists and datasets.
@@ -96,7 +96,8 @@ def _iter_rows(source: str, split: str | None) -> Iterator[tuple[str, Any]]:
                 except json.JSONDecodeError as e:
                     yield location, _BadRow("bad_json", None, f"bad JSON line ({e.msg}, column {e.colno})")
     elif re.fullmatch(r"[\w.-]+/[\w.-]+", source) and not source.startswith("."):
-        yield from _iter_dataset_rows(_load_hub_dataset(source, split or "train"), source)
+        hub_options = {"data_dir": data_dir} if data_dir else {}
+        yield from _iter_dataset_rows(_load_hub_dataset(source, split or "train", **hub_options), source)
     else:
         raise DataError(f"{source}: no such file or directory (expected .jsonl/.json[.gz], a dataset "
                         "directory saved with `save_to_disk`, or a hub id like owner/name)")
@@ -275,13 +276,14 @@ def parse_preference_rows(rows: Iterable[tuple[str, Any]], source: str, *, stric
     return data
 
 
-def load_preferences(source: str, *, strict: bool = False, limit: int = -1,
-                     split: str | None = None) -> PreferenceData:
+def load_preferences(source: str, *, strict: bool = False, limit: int = -1, split: str | None = None,
+                     data_dir: str | None = None) -> PreferenceData:
     """Preference pairs from a .jsonl/.json file (plain or .gz), a `save_to_disk` directory or a hub id.
 
-    `limit` stops after that many pairs (-1: all); `split` picks a split of a dataset dict or the hub.
+    `limit` stops after that many pairs (-1: all); `split` picks a split of a dataset dict or the hub;
+    `data_dir` (hub ids only) picks a folder of the hub repository (e.g. hh-rlhf's `harmless-base`).
     """
-    return parse_preference_rows(_iter_rows(source, split), source, strict=strict, limit=limit)
+    return parse_preference_rows(_iter_rows(source, split, data_dir), source, strict=strict, limit=limit)
 
 
 def load_prompts(source: str, *, strict: bool = False, limit: int = -1,
