@@ -1,6 +1,7 @@
 """align/data.py: every loader and row format, counted skips, left truncation, batching, collation."""
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -177,14 +178,14 @@ def test_malformed_rows_are_skipped_and_counted_by_reason(tmp_path):
     (8, r"pairs\.jsonl:8: field 'prompt': no 'prompt' field"),
 ])
 def test_strict_mode_names_file_line_and_field(tmp_path, first_bad_line, expected):
-    path = malformed_file(tmp_path)
-    lines = open(path, "rb").read().split(b"\n")
+    path = Path(malformed_file(tmp_path))
+    lines = path.read_bytes().split(b"\n")
     good = lines[0]
     # Keep only the one bad line under test (replace the others with good rows, line numbers unchanged).
     kept = [line if i + 1 in (first_bad_line, 7) else good for i, line in enumerate(lines[:9])]
-    open(path, "wb").write(b"\n".join(kept) + b"\n")
+    path.write_bytes(b"\n".join(kept) + b"\n")
     with pytest.raises(DataError, match=expected):
-        load_preferences(path, strict=True)
+        load_preferences(str(path), strict=True)
 
 
 def test_whole_file_errors(tmp_path):
@@ -312,7 +313,7 @@ def test_pair_batcher_is_deterministic_complete_and_length_grouped():
     for batch in batches:
         batch_lengths = sorted(lengths[i] for i in batch)
         assert batch_lengths == list(range(batch_lengths[0], batch_lengths[0] + len(batch)))
-    assert sorted(len(b) for b in batches)[0] == 103 % 8  # the remainder batch is kept, not dropped
+    assert min(len(b) for b in batches) == 103 % 8  # the remainder batch is kept, not dropped
 
 
 def test_pair_batcher_small_groups_and_no_shuffle():
