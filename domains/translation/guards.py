@@ -1,0 +1,218 @@
+"""Guards against reward hacking: cheap checks that gate the translation reward.
+
+A learned reward can be gamed: copy the source, answer in the wrong language, pad, repeat,
+chat around the translation, or get the numbers wrong while reading fluently. Each guard
+looks at one such failure and returns a verdict with the value it measured, so a report
+can say *why* a completion was gated. All thresholds are config (`GuardConfig`).
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from align.config import ConfigError, doc
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+_LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
+_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
+_CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_WORD = re.compile(f"[{_CJK_RANGES}]|[^\\W_{_CJK_RANGES}]+", re.UNICODE)
+_CJK_PUNCTUATION = re.compile(r"[。，、；：？！「」『』（）【】《》]")
+CJK_TARGETS = ("zh", "ja", "ko")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
+# Chinese magnitude words after a number (3万 = 30,000) make digit-for-digit comparison meaningless.
+_CHINESE_MAGNITUDE = re.compile(r"\d+(?:[.,]\d+)*\s*(?:万|亿|千|百|十)")
+_CHINESE_NUMERAL = re.compile(r"[零〇一二两三四五六七八九十百千万亿]")
+_NUMBER_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen".split())}
+_NUMBER_WORDS.update({w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(),
+                                                       start=2)})
+# "one" is left out: as a pronoun ("this one") it is far more common than as a number
+del _NUMBER_WORDS["one"]
+_NUMBER_WORDS.update({m: i for i, m in enumerate("january february march april may june july august september "
+                                                 "october november december".split(), start=1)})
+del _NUMBER_WORDS["may"]  # a verb far more often than a month
+_NUMBER_WORD = re.compile(r"\b(" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + r")(?:-(one|two|three|four|"
+                          r"five|six|seven|eight|nine))?\b", re.I)
+
+DEFAULT_COMMENTARY = [
+    r"^\s*(here is|here's|below is|sure|certainly|of course|okay|ok)\b[^\n]{0,80}(translat|version)",
+    r"^\s*(the )?(english |chinese )?translation( is)?\s*:",
+    r"^\s*(english|chinese|译文|翻译)\s*[:：]",
+    r"^\s*(以下是|下面是|好的|当然)[^\n]{0,40}(翻译|译文)",
+    r"\n\s*\(?\s*(note|notes|explanation|translator'?s note|注|注释|说明)\s*[:：)]",
+    r"\b(I hope this helps|let me know if)\b",
+]
+
+
+@dataclass
+class GuardConfig:
+    """Thresholds of the translation guards; `enabled` lists the guards that gate the reward."""
+
+    enabled: list[str] = doc("Guards that gate the reward: empty, language, length_ratio, copy, repetition, "
+                             "commentary, numbers.",
+                             ["empty", "language", "length_ratio", "copy", "repetition", "commentary", "numbers"])
+    min_script_ratio: float = doc("Share of the output's words (CJK characters count one each) that must be in "
+                                  "the target language's script.",
+                                  0.5)
+    length_ratio_range: list[float] = doc("Allowed output/expected length (in words, CJK characters counting as "
+                                          "one word each); expected = the reference, else the source times the "
+                                          "typical ratio of the direction.", [0.4, 2.5])
+    max_copy_similarity: float = doc("Highest character similarity (difflib ratio) allowed between output and "
+                                     "source.", 0.6)
+    max_repeated_ngrams: float = doc("Highest share of repeated word 4-grams in the output.", 0.3)
+    commentary_patterns: list[str] = doc("Regular expressions (case-insensitive) that mark commentary around the "
+                                         "translation.", DEFAULT_COMMENTARY)
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.enabled) - set(GUARDS))
+        if unknown:
+            raise ConfigError(f"guards.enabled: unknown guards {unknown}; known: {sorted(GUARDS)}")
+        low, high = self.length_ratio_range
+        if not 0 <= low < high:
+            raise ConfigError(f"guards.length_ratio_range: expected [low, high] with 0 <= low < high, "
+                              f"got {self.length_ratio_range}")
+        for pattern in self.commentary_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ConfigError(f"guards.commentary_patterns: {pattern!r}: {error}") from None
+
+
+# Typical target/source length (words, CJK characters as words) per direction, measured on the
+# ALMA zh-en training sentences (median of the per-sentence ratio; see tests/test_translation_guards.py).
+TYPICAL_LENGTH_RATIO = {("zh", "en"): 0.68, ("en", "zh"): 1.47}
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    value: float | None = None
+    detail: str = ""
+
+
+def words(text: str) -> list[str]:
+    """Word tokens; each CJK character is a token of its own."""
+    return _WORD.findall(text.lower())
+
+
+def script_ratio(text: str, language: str) -> float | None:
+    """Share of the word tokens of `text` (each CJK character a token) written in `language`'s script
+    (Latin for languages without an entry); None when there are no letters."""
+    counts = Counter()
+    for token in words(text):
+        if _CJK.match(token):
+            counts["cjk"] += 1
+        elif _CYRILLIC.search(token):
+            counts["cyrillic"] += 1
+        elif _LATIN.search(token):
+            counts["latin"] += 1
+    total = sum(counts.values())
+    if total == 0:
+        return None
+    script = {"zh": "cjk", "ja": "cjk", "ko": "cjk", "ru": "cyrillic"}.get(language, "latin")
+    return counts[script] / total
+
+
+def numbers(text: str) -> Counter:
+    """Multiset of the numbers in `text`: Arabic numerals (thousands separators removed), English
+    number words up to ninety-nine ("six" -> "6", "twenty-five" -> "25") and month names ("August" -> "8")."""
+    found = Counter()
+    for match in _NUMBER.findall(text):
+        cleaned = match.replace(",", "") if re.fullmatch(r"\d{1,3}(,\d{3})+(\.\d+)?", match) else match
+        found[cleaned.rstrip(".,")] += 1
+    for tens, unit in _NUMBER_WORD.findall(text):
+        found[str(_NUMBER_WORDS[tens.lower()] + (_NUMBER_WORDS[unit.lower()] if unit else 0))] += 1
+    return found
+
+
+def check_empty(output: str, **_) -> Verdict:
+    return Verdict(bool(words(output)), float(len(output.strip())))
+
+
+def check_language(output: str, tgt_lang: str, config: GuardConfig, **_) -> Verdict:
+    ratio = script_ratio(output, tgt_lang)
+    if ratio is None:  # digits or punctuation only: nothing to judge here (empty/length catch it)
+        return Verdict(True, None, "no letters")
+    # full-width CJK punctuation (。，？) in a space-delimited target is a source-language leftover
+    foreign = tgt_lang not in CJK_TARGETS and bool(_CJK_PUNCTUATION.search(output))
+    return Verdict(ratio >= config.min_script_ratio and not foreign, ratio,
+                   "CJK punctuation in the output" if foreign else "")
+
+
+def check_length_ratio(output: str, source: str | None, reference: str | None, src_lang: str, tgt_lang: str,
+                       config: GuardConfig, **_) -> Verdict:
+    if reference:
+        expected = len(words(reference))
+    elif source:
+        expected = len(words(source)) * TYPICAL_LENGTH_RATIO.get((src_lang, tgt_lang), 1.0)
+    else:
+        return Verdict(True, None, "no source or reference")
+    ratio = len(words(output)) / max(expected, 1.0)
+    low, high = config.length_ratio_range
+    # very short sentences ("谢谢。" -> "Thank you.") make ratios noisy: allow two words of slack
+    slack = 2 / max(expected, 1.0)
+    return Verdict(low - slack <= ratio <= high + slack, ratio)
+
+
+def check_copy(output: str, source: str | None, config: GuardConfig, **_) -> Verdict:
+    if not source:
+        return Verdict(True, None, "no source")
+    similarity = difflib.SequenceMatcher(None, output.strip(), source.strip(), autojunk=False).ratio()
+    contains = len(source.strip()) >= 8 and source.strip() in output
+    return Verdict(similarity <= config.max_copy_similarity and not contains, similarity,
+                   "contains the source" if contains else "")
+
+
+def check_repetition(output: str, config: GuardConfig, **_) -> Verdict:
+    tokens = words(output)
+    grams = [tuple(tokens[i:i + 4]) for i in range(len(tokens) - 3)]
+    repeated = 1 - len(set(grams)) / len(grams) if grams else 0.0
+    sentences = [s.strip().lower() for s in _SENTENCE_END.split(output) if len(words(s)) >= 3]
+    duplicate_sentence = len(sentences) != len(set(sentences))
+    return Verdict(repeated <= config.max_repeated_ngrams and not duplicate_sentence, repeated,
+                   "a sentence occurs twice" if duplicate_sentence else "")
+
+
+def check_commentary(output: str, config: GuardConfig, **_) -> Verdict:
+    for pattern in config.commentary_patterns:
+        if re.search(pattern, output, flags=re.I | re.M):
+            return Verdict(False, 1.0, pattern)
+    return Verdict(True, 0.0)
+
+
+def check_numbers(output: str, source: str | None, **_) -> Verdict:
+    if not source:
+        return Verdict(True, None, "no source")
+    if _CHINESE_MAGNITUDE.search(source) or _CHINESE_MAGNITUDE.search(output):
+        return Verdict(True, None, "Chinese magnitude words: not compared")
+    expected, found = numbers(source), numbers(output)
+    missing, extra = expected - found, found - expected
+    # a number written in Chinese numerals (十万, 其中之一) on the other side explains the difference
+    if _CHINESE_NUMERAL.search(output):
+        missing = Counter()
+    if _CHINESE_NUMERAL.search(source):
+        extra = Counter()
+    mismatches = sum(missing.values()) + sum(extra.values())
+    detail = f"missing {sorted(missing)} extra {sorted(extra)}" if mismatches else ""
+    return Verdict(mismatches == 0, float(mismatches), detail)
+
+
+GUARDS = {"empty": check_empty, "language": check_language, "length_ratio": check_length_ratio,
+          "copy": check_copy, "repetition": check_repetition, "commentary": check_commentary,
+          "numbers": check_numbers}
+
+
+def run_guards(output: str, source: str | None, config: GuardConfig, src_lang: str = "zh", tgt_lang: str = "en",
+               reference: str | None = None) -> dict[str, Verdict]:
+    """Every enabled guard's verdict on `output` (a translation of `source`)."""
+    context = dict(output=output, source=source, reference=reference, src_lang=src_lang, tgt_lang=tgt_lang,
+                   config=config)
+    if not words(output):  # an empty output fails `empty` only; other guards have nothing to measure
+        return {name: (Verdict(False, 0.0) if name == "empty" else Verdict(True, None, "empty output"))
+                for name in config.enabled}
+    return {name: GUARDS[name](**context) for name in config.enabled}

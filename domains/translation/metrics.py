@@ -1,0 +1,70 @@
+"""Reference-based translation metrics (sacrebleu): BLEU, chrF, TER, sentence- and corpus-level.
+
+The target language picks the settings: BLEU's default `13a` tokenizer sees a whole Chinese
+sentence as one token and scores Chinese at ~0, so Chinese targets use `zh` (and Japanese
+`ja-mecab` is left to the user, it needs an extra package); chrF counts no word n-grams for
+Chinese (`word_order=0`, there are no spaces between words) and chrF++ (`word_order=2`)
+elsewhere; TER uses `asian_support` for Chinese.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Sequence
+
+from sacrebleu.metrics import BLEU, CHRF, TER
+
+CJK_LANGUAGES = ("zh", "ja", "ko")
+
+
+@lru_cache(maxsize=None)
+def _bleu(tgt_lang: str, sentence: bool) -> BLEU:
+    # effective_order avoids a zero BLEU for short sentences with no 4-gram match (sentence level only)
+    return BLEU(tokenize="zh" if tgt_lang == "zh" else ("char" if tgt_lang in CJK_LANGUAGES else "13a"),
+                effective_order=sentence)
+
+
+@lru_cache(maxsize=None)
+def _chrf(tgt_lang: str) -> CHRF:
+    return CHRF(word_order=0 if tgt_lang in CJK_LANGUAGES else 2)
+
+
+@lru_cache(maxsize=None)
+def _ter(tgt_lang: str) -> TER:
+    return TER(asian_support=tgt_lang in CJK_LANGUAGES)
+
+
+def sentence_bleu(hypothesis: str, reference: str, tgt_lang: str = "en") -> float:
+    """BLEU (0-100) of one hypothesis against one reference."""
+    return _bleu(tgt_lang, True).sentence_score(hypothesis, [reference]).score
+
+
+def sentence_chrf(hypothesis: str, reference: str, tgt_lang: str = "en") -> float:
+    """chrF (0-100; chrF++ for space-delimited languages) of one hypothesis."""
+    return _chrf(tgt_lang).sentence_score(hypothesis, [reference]).score
+
+
+def sentence_ter(hypothesis: str, reference: str, tgt_lang: str = "en") -> float:
+    """TER (edit rate in %, lower is better) of one hypothesis."""
+    return _ter(tgt_lang).sentence_score(hypothesis, [reference]).score
+
+
+SENTENCE_METRICS = {"bleu": sentence_bleu, "chrf": sentence_chrf, "ter": sentence_ter}
+
+
+def corpus_scores(hypotheses: Sequence[str], references: Sequence[str], tgt_lang: str = "en") -> dict[str, float]:
+    """Corpus-level BLEU, chrF and TER of aligned hypotheses and references."""
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+    refs = [list(references)]
+    return {"bleu": _bleu(tgt_lang, False).corpus_score(list(hypotheses), refs).score,
+            "chrf": _chrf(tgt_lang).corpus_score(list(hypotheses), refs).score,
+            "ter": _ter(tgt_lang).corpus_score(list(hypotheses), refs).score}
+
+
+def sentence_scores(metric: str, hypotheses: Sequence[str], references: Sequence[str],
+                    tgt_lang: str = "en") -> list[float]:
+    """One sentence-level `metric` score per hypothesis (`bleu`, `chrf`, `ter`)."""
+    if metric not in SENTENCE_METRICS:
+        raise ValueError(f"metric: expected one of {', '.join(SENTENCE_METRICS)}, got {metric!r}")
+    function = SENTENCE_METRICS[metric]
+    return [function(h, r, tgt_lang) for h, r in zip(hypotheses, references, strict=True)]
