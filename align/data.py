@@ -369,7 +369,7 @@ def _encode_left_truncated(tokenizer, prompt_text: str, response: str, max_lengt
     bos = getattr(tokenizer, "bos_token", None)
     has_bos = bool(bos) and text.startswith(bos)  # chat templates already wrote it
     encoding = tokenizer(text, add_special_tokens=not has_bos, return_offsets_mapping=True,
-                         return_special_tokens_mask=True, truncation=False)
+                         return_special_tokens_mask=True, truncation=False, verbose=False)
     ids, offsets, special = encoding["input_ids"], encoding["offset_mapping"], list(encoding["special_tokens_mask"])
     if has_bos:
         special[0] = 1

