@@ -6,6 +6,8 @@ Notation: Δ = r(x, y_chosen) − r(x, y_rejected), σ the logistic function.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -83,3 +85,78 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch
         return values.mean()
     mask = mask.to(values.dtype)
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+# =========================================================================== contrastive terms
+# Unsupervised losses added to the RM loss so chosen and rejected responses get distinct features
+# (Wang et al. 2024, "Secrets of RLHF Part II: Reward Modeling", §4). Each takes two "views" of
+# the same N items (two forward passes under dropout) as [N, D] features and returns a scalar.
+
+
+def pair_features(chosen_features: torch.Tensor, rejected_features: torch.Tensor) -> torch.Tensor:
+    """Items for contrasting the responses themselves: [f(x, y_c); f(x, y_r)], shape [2B, D]."""
+    return torch.cat([chosen_features, rejected_features], dim=0)
+
+
+def difference_features(chosen_features: torch.Tensor, rejected_features: torch.Tensor) -> torch.Tensor:
+    """Items for contrasting the preference direction: [f_c − f_r; f_r − f_c], shape [2B, D]."""
+    difference = chosen_features - rejected_features
+    return torch.cat([difference, -difference], dim=0)
+
+
+def simcse_loss(view_a: torch.Tensor, view_b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE over cosine similarities: the other view of the same item is the positive, the
+    other view of every other item in the batch a negative.
+
+        s_ij = cos(a_i, b_j) / τ,    L = −(1/N) Σ_i log( exp(s_ii) / Σ_j exp(s_ij) )
+
+    Gao, Yao & Chen 2021, "SimCSE: Simple Contrastive Learning of Sentence Embeddings", eq. 4
+    (unsupervised SimCSE: the two views differ only by dropout).
+    """
+    a = F.normalize(view_a.float(), dim=-1)
+    b = F.normalize(view_b.float(), dim=-1)
+    logits = a @ b.T / temperature
+    return F.cross_entropy(logits, torch.arange(len(a), device=logits.device))
+
+
+@torch.no_grad()
+def sinkhorn_knopp(scores: torch.Tensor, epsilon: float, iterations: int) -> torch.Tensor:
+    """Soft cluster assignments ("codes") under an equal-partition constraint.
+
+    Starting from Q = exp(scores / ε) ([N items, K prototypes]), alternately rescale so that every
+    prototype (column) holds mass 1/K and every item (row) mass 1/N; return N·Q, so each row is a
+    distribution over prototypes (sums to 1) and each column sums to N/K (exactly after the last
+    row step, approximately the column constraint, tighter with more iterations). Computed in log
+    space, so any ε and score scale stay finite.
+
+    Caron et al. 2020, "Unsupervised Learning of Visual Features by Contrasting Cluster Assignments"
+    (SwAV), §3.1 and Algorithm 1; Cuturi 2013 for the entropic Sinkhorn-Knopp iteration.
+    """
+    num_items, num_prototypes = scores.shape
+    # the same rescaling in log space: exp(s/ε) under- or overflows float32 for small ε
+    log_q = scores.float() / epsilon
+    for _ in range(iterations):
+        log_q = log_q - torch.logsumexp(log_q, dim=0, keepdim=True) - math.log(num_prototypes)
+        log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True) - math.log(num_items)
+    return torch.exp(log_q) * num_items
+
+
+def swav_loss(view_a: torch.Tensor, view_b: torch.Tensor, prototypes: torch.Tensor, temperature: float,
+              epsilon: float, iterations: int) -> torch.Tensor:
+    """Swapped prediction: each view predicts the cluster code of the other view.
+
+        z = x / ‖x‖,  c_k = p_k / ‖p_k‖,  s = z·cᵀ ([N, K]),  q = SinkhornKnopp(s) (no gradient),
+        P = softmax(s / τ),   L = −(1/2N) Σ_i Σ_k [ q^b_ik log P^a_ik + q^a_ik log P^b_ik ]
+
+    Caron et al. 2020, "Unsupervised Learning of Visual Features by Contrasting Cluster
+    Assignments" (SwAV), eq. 1–3. `prototypes` [K, D] are learnable; they are normalised here, so
+    the loss sees unit prototypes whatever their stored scale.
+    """
+    centroids = F.normalize(prototypes.float(), dim=-1)
+    scores_a = F.normalize(view_a.float(), dim=-1) @ centroids.T
+    scores_b = F.normalize(view_b.float(), dim=-1) @ centroids.T
+    codes_a = sinkhorn_knopp(scores_a.detach(), epsilon, iterations)
+    codes_b = sinkhorn_knopp(scores_b.detach(), epsilon, iterations)
+    log_p_a = F.log_softmax(scores_a / temperature, dim=-1)
+    log_p_b = F.log_softmax(scores_b / temperature, dim=-1)
+    return -0.5 * ((codes_b * log_p_a).sum(dim=-1) + (codes_a * log_p_b).sum(dim=-1)).mean()
