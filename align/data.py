@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from align.types import Message, PreferencePair, Prompt, PromptText
 
@@ -79,28 +80,36 @@ def _iter_rows(source: str, split: str | None, data_dir: str | None = None) -> I
     elif os.path.isfile(source):
         name = source.removesuffix(".gz")
         raw = _open_bytes(source)
-        if name.endswith(".json"):
-            yield from _iter_json_rows(raw, source)
-        else:
-            for number, line in enumerate(raw.split(b"\n"), start=1):
-                if not line.strip():
-                    continue
-                location = f"{source}:{number}"
-                try:
-                    text = line.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    yield location, _BadRow("bad_utf8", None, f"undecodable bytes (not UTF-8: {e.reason})")
-                    continue
-                try:
-                    yield location, json.loads(text)
-                except json.JSONDecodeError as e:
-                    yield location, _BadRow("bad_json", None, f"bad JSON line ({e.msg}, column {e.colno})")
-    elif re.fullmatch(r"[\w.-]+/[\w.-]+", source) and not source.startswith("."):
+        json_document = name.endswith(".json") and not _looks_like_json_lines(raw)
+        yield from (_iter_json_rows if json_document else _iter_jsonl_rows)(raw, source)
+    elif re.fullmatch(r"[\w.-]+/[\w.-]+", source) and not re.search(r"\.(jsonl?|gz)$", source):
         hub_options = {"data_dir": data_dir} if data_dir else {}
         yield from _iter_dataset_rows(_load_hub_dataset(source, split or "train", **hub_options), source)
     else:
         raise DataError(f"{source}: no such file or directory (expected .jsonl/.json[.gz], a dataset "
                         "directory saved with `save_to_disk`, or a hub id like owner/name)")
+
+
+def _looks_like_json_lines(raw: bytes) -> bool:
+    """Many `.json` files are JSON lines (the hub's loaders accept both): one object per line, no enclosing list."""
+    lines = raw.lstrip().split(b"\n", 1)
+    return lines[0].rstrip().endswith(b"}") and len(lines) > 1 and lines[1].lstrip().startswith(b"{")
+
+
+def _iter_jsonl_rows(raw: bytes, source: str) -> Iterator[tuple[str, Any]]:
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        location = f"{source}:{number}"
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            yield location, _BadRow("bad_utf8", None, f"undecodable bytes (not UTF-8: {e.reason})")
+            continue
+        try:
+            yield location, json.loads(text)
+        except json.JSONDecodeError as e:
+            yield location, _BadRow("bad_json", None, f"bad JSON line ({e.msg}, column {e.colno})")
 
 
 def _iter_json_rows(raw: bytes, source: str) -> Iterator[tuple[str, Any]]:
@@ -111,7 +120,8 @@ def _iter_json_rows(raw: bytes, source: str) -> Iterator[tuple[str, Any]]:
         raise DataError(f"{source}:{line}: undecodable bytes (not UTF-8)") from e
     except json.JSONDecodeError as e:
         raise DataError(f"{source}:{e.lineno}: bad JSON ({e.msg}, column {e.colno})") from e
-    rows = document.get("data") if isinstance(document, dict) else document
+    # {"data": [...]}, a list of rows, or a lone row
+    rows = document.get("data", [document]) if isinstance(document, dict) else document
     if not isinstance(rows, list):
         raise DataError(f"{source}: expected a JSON list of rows or an object with a 'data' list")
     for number, row in enumerate(rows, start=1):
@@ -254,6 +264,11 @@ def _pair_from_row(row: Any, location: str) -> PreferencePair:
     )
 
 
+def _progress(rows: Iterable, source: str) -> Iterable:
+    return tqdm(rows, desc=f"reading {os.path.basename(source.rstrip('/'))}", unit=" rows", leave=False,
+                mininterval=1.0)
+
+
 def _field_prefix(error: _BadRow) -> str:
     return f"field '{error.field_name}': " if error.field_name else ""
 
@@ -262,7 +277,7 @@ def parse_preference_rows(rows: Iterable[tuple[str, Any]], source: str, *, stric
                           limit: int = -1) -> PreferenceData:
     """Turn (location, row) items into pairs; bad rows raise (strict) or are counted by reason."""
     data = PreferenceData(pairs=[], skipped=Counter(), source=source)
-    for location, row in rows:
+    for location, row in _progress(rows, source):
         if 0 <= limit <= len(data.pairs):
             break
         try:
@@ -291,7 +306,7 @@ def load_prompts(source: str, *, strict: bool = False, limit: int = -1,
     """Prompts from rows `{prompt, [response|reference], [id]}` or from preference rows (chosen = reference)."""
     prompts: list[Prompt] = []
     skipped: Counter = Counter()
-    for location, row in _iter_rows(source, split):
+    for location, row in _progress(_iter_rows(source, split), source):
         if 0 <= limit <= len(prompts):
             break
         try:

@@ -331,3 +331,18 @@ def test_collate_pairs_shapes_padding_and_order():
     assert batch["input_ids"].dtype == torch.long
     padded = collate_pairs(encoded, pad_token_id=-1, pad_to_multiple_of=4)
     assert padded["input_ids"].shape == (4, 8) and padded["input_ids"][0, -1].item() == -1
+
+
+def test_json_named_files_holding_json_lines_and_a_lone_object(tmp_path):
+    lines = tmp_path / "lines.json"
+    lines.write_text("".join(json.dumps(r) + "\n" for r in NATIVE))
+    assert [p.chosen for p in load_preferences(str(lines)).pairs] == ["Paris.", "Hello!"]
+    assert load_preferences(str(lines)).pairs[1].source == f"{lines}:2"
+    single = tmp_path / "single.json"
+    single.write_text(json.dumps(NATIVE[0], indent=2))
+    assert [p.id for p in load_preferences(str(single)).pairs] == ["q1"]
+
+
+def test_a_missing_relative_file_is_not_mistaken_for_a_hub_id():
+    with pytest.raises(DataError, match=r"data/pairs\.jsonl: no such file or directory"):
+        load_preferences("data/pairs.jsonl")
