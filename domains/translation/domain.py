@@ -1,0 +1,220 @@
+"""`TranslationDomain`: MQM preference pairs, parallel-text prompts, and the gated translation reward."""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from align.config import ConfigError
+from align.types import PreferencePair, Prompt, RewardOutput
+from domains.translation import mqm
+from domains.translation.parallel import (
+    format_prompt,
+    load_user_preferences,
+    make_prompt,
+    parallel_split,
+    parse_direction,
+)
+from domains.translation.reward import HeadStats, RewardConfig, measure_head_stats, translation_reward
+
+DATA_DIR_ENV = "ALIGN_DATA_DIR"
+MQM_FILE = Path("mqm-ted-zhen") / "mqm_ted_zhen.tsv.gz"
+ALMA_DIR = Path("alma-zhen")
+REFERENCE_SYSTEM = "ref"  # the human reference the metrics compare against (kept out of metric evaluation)
+
+
+def checkout_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def _reward_config(options: dict | RewardConfig | None) -> RewardConfig:
+    if isinstance(options, RewardConfig):
+        return options
+    from align.config import _coerce  # the config machinery's own coercion, so errors name the key
+
+    config = RewardConfig()
+    for key, value in (options or {}).items():
+        if key == "guards" and isinstance(value, dict):
+            for guard_key, guard_value in value.items():
+                if not hasattr(config.guards, guard_key):
+                    raise ConfigError(f"reward.guards.{guard_key}: unknown key")
+                setattr(config.guards, guard_key, guard_value)
+        elif not hasattr(config, key):
+            raise ConfigError(f"reward.{key}: unknown key; known: {', '.join(vars(config))}")
+        else:
+            setattr(config, key, _coerce(f"reward.{key}", value, type(getattr(config, key))))
+    config.validate()
+    return config
+
+
+class TranslationDomain:
+    """Translation preferences (faithfulness / expressiveness / elegance) and a reward that resists gaming.
+
+    Data: `data_dir=`, else `$ALIGN_DATA_DIR/translation`, else `<checkout>/../shared/data/translation`
+    (MQM annotations in `mqm-ted-zhen/`, parallel text in `alma-zhen/`). `data=` replaces the MQM
+    pairs with a user's preference file (JSONL; see `parallel.USER_FORMAT`)."""
+
+    name = "translation"
+
+    def __init__(self, data_dir: str | None = None, min_gap: float = 1.0, direction: str = "zh-en",
+                 reward_model: str | None = None, data: str | None = None, test_fraction: float = 0.2,
+                 test_docs: list[str] | None = None, seed: int = 0, max_pairs: int = -1,
+                 aspects: list[str] | None = None, exclude_systems: list[str] | None = None, strict: bool = False,
+                 reward: dict | RewardConfig | None = None, comet_model: str | None = None, batch_size: int = 32,
+                 max_length: int = 256):
+        self.src_lang, self.tgt_lang = parse_direction(direction)
+        if min_gap < 0:
+            raise ConfigError(f"domain_options.min_gap: expected a non-negative number, got {min_gap!r}")
+        self.aspects = tuple(aspects or ("overall",) + mqm.ASPECTS)
+        unknown = sorted(set(self.aspects) - {"overall", *mqm.ASPECTS})
+        if unknown:
+            raise ConfigError(f"domain_options.aspects: unknown aspects {unknown}")
+        self.data_dir, self.min_gap, self.direction, self.data = data_dir, min_gap, direction, data
+        self.test_fraction, self.test_docs, self.seed, self.max_pairs = test_fraction, test_docs, seed, max_pairs
+        self.exclude_systems, self.strict = tuple(exclude_systems or ()), strict
+        self.reward_config = _reward_config(reward)
+        self.reward_model_path, self.comet_model_path = reward_model, comet_model
+        self.batch_size, self.max_length = batch_size, max_length
+        self.skipped: Counter = Counter()
+        self._scores: list[mqm.SegmentScore] | None = None
+        self._reward_model = None
+        self._head_stats: HeadStats | None = None
+        self._comet = None
+
+    # ------------------------------------------------------------------ data
+    def resolve_data_dir(self) -> Path:
+        candidates = [Path(self.data_dir)] if self.data_dir else []
+        if not self.data_dir and os.environ.get(DATA_DIR_ENV):
+            candidates.append(Path(os.environ[DATA_DIR_ENV]) / "translation")
+        if not self.data_dir:
+            candidates.append(checkout_root().parent / "shared" / "data" / "translation")
+        for candidate in candidates:
+            if (candidate / MQM_FILE).is_file() or (candidate / ALMA_DIR).is_dir():
+                return candidate
+        raise FileNotFoundError(
+            "translation data not found; looked in " + ", ".join(str(c) for c in candidates)
+            + f" for {MQM_FILE} and {ALMA_DIR}/. Pass domain_options.data_dir=DIR or set ${DATA_DIR_ENV}.")
+
+    def segment_scores(self) -> list[mqm.SegmentScore]:
+        """Every MQM-scored translation (cached)."""
+        if self._scores is None:
+            if (self.src_lang, self.tgt_lang) != ("zh", "en"):
+                raise ValueError(f"the MQM annotations are zh-en; direction={self.direction} has no MQM pairs "
+                                 "(pass domain_options.data=YOUR_PAIRS.jsonl)")
+            path = self.resolve_data_dir() / MQM_FILE
+            if not path.is_file():
+                raise FileNotFoundError(f"MQM annotations not found: {path}")
+            self._scores, skipped = mqm.load_mqm(path, strict=self.strict)
+            self.skipped.update(skipped)
+        return self._scores
+
+    def split_scores(self, split: str) -> list[mqm.SegmentScore]:
+        """The scored translations of the train or test documents."""
+        if split not in ("train", "test"):
+            raise ValueError(f"translation preference splits are train and test, got {split!r}")
+        scores = self.segment_scores()
+        train_docs, test_docs = mqm.split_documents(scores, self.test_fraction, self.seed, self.test_docs)
+        return [s for s in scores if s.doc in (train_docs if split == "train" else test_docs)]
+
+    def preferences(self, split: str) -> list[PreferencePair]:
+        if self.data:
+            return self._user_preferences(split)
+        scores = self.split_scores(split)
+        if split == "train":  # a source text in a test document never appears in training ("谢谢。", "（掌声）")
+            test_sources = {s.source for s in self.split_scores("test")}
+            kept = [s for s in scores if s.source not in test_sources]
+            self.skipped["train_translations_of_test_sources"] += len(scores) - len(kept)
+            scores = kept
+        counts: Counter = Counter()
+        pairs = mqm.build_pairs(scores, lambda source: format_prompt(source, self.src_lang, self.tgt_lang),
+                                self.min_gap, self.aspects, self.exclude_systems, counts=counts)
+        self.skipped.update({f"{split}_{k}": v for k, v in counts.items()})
+        random.Random(f"{self.seed}:{split}").shuffle(pairs)  # so any prefix mixes sources and aspects
+        return pairs[: self.max_pairs] if self.max_pairs > 0 else pairs
+
+    def _user_preferences(self, split: str) -> list[PreferencePair]:
+        pairs, skipped = load_user_preferences(self.data, self.src_lang, self.tgt_lang, self.strict)
+        self.skipped.update(skipped)
+
+        def in_test(pair: PreferencePair) -> bool:  # by source text, so a source never sits on both sides
+            digest = hashlib.sha1(pair.extra["source_text"].encode()).digest()
+            return int.from_bytes(digest[:4], "big") / 2**32 < self.test_fraction
+
+        return [p for p in pairs if in_test(p) == (split == "test")]
+
+    def prompts(self, split: str) -> list[Prompt]:
+        """Parallel sentences (ALMA zh-en, both directions) as prompts; `reference` is the SFT target."""
+        directory = self.resolve_data_dir() / ALMA_DIR
+        if not directory.is_dir():
+            raise FileNotFoundError(f"parallel text not found: {directory}")
+        rows = parallel_split(directory, split, self.src_lang, self.tgt_lang)
+        return [make_prompt(src, self.src_lang, self.tgt_lang, reference=tgt, id=f"{split}:{i}")
+                for i, (src, tgt) in enumerate(rows)]
+
+    def sft_examples(self, split: str) -> list[dict[str, str]]:
+        """`{"prompt", "response"}` rows for supervised fine-tuning."""
+        return [{"prompt": p.prompt, "response": p.reference} for p in self.prompts(split)]
+
+    # ------------------------------------------------------------------ reward
+    @property
+    def reward_model(self):
+        if self._reward_model is None and self.reward_model_path:
+            from align.models import RewardModel
+
+            self._reward_model = RewardModel.from_pretrained(self.reward_model_path)
+            self._reward_model.eval()
+        return self._reward_model
+
+    def head_rewards(self, prompt_texts: list[str], completions: list[str]) -> list[dict[str, float]]:
+        """Raw reward of every head for each (prompt, completion), scored as the RM was trained."""
+        from align.data import response_separator
+        from align.models import score_texts
+
+        model = self.reward_model
+        texts = [p + response_separator(p) + c for p, c in zip(prompt_texts, completions)]
+        rewards = score_texts(model, texts, batch_size=self.batch_size, max_length=self.max_length)
+        return [dict(zip(model.head_names, row)) for row in rewards.float().tolist()]
+
+    def head_stats(self) -> HeadStats:
+        """Per-head mean and spread over calibration translations (MQM training targets), measured once."""
+        if self._head_stats is None:
+            try:
+                scores = self.split_scores("train")
+            except (FileNotFoundError, ValueError):
+                scores = []
+            sample = random.Random(self.seed).sample(scores, min(len(scores), self.reward_config.calibration_size))
+            if sample:
+                prompts = [format_prompt(s.source, self.src_lang, self.tgt_lang) for s in sample]
+                self._head_stats = measure_head_stats(self.head_rewards(prompts, [s.target for s in sample]))
+            else:
+                self._head_stats = HeadStats()  # no calibration data: raw heads
+        return self._head_stats
+
+    def comet_scorer(self):
+        if self.comet_model_path is None:
+            return None
+        if self._comet is None:
+            from domains.translation.comet import load_comet
+
+            self._comet = load_comet(self.comet_model_path)
+        from domains.translation.comet import comet_scores
+
+        return lambda sources, hypotheses, references: comet_scores(self._comet, sources, hypotheses, references,
+                                                                    batch_size=self.batch_size)
+
+    def reward(self, prompts: list[Prompt], completions: list[str], **meta: Any) -> list[RewardOutput]:
+        """Aspect heads (when `reward_model` is set) and reference metrics (when weighted), gated by the guards."""
+        use_heads = self.reward_model_path is not None
+        return translation_reward(prompts, completions, self.reward_config,
+                                  head_scorer=self.head_rewards if use_heads else None,
+                                  head_stats=self.head_stats() if use_heads else None,
+                                  comet_scorer=self.comet_scorer(), src_lang=self.src_lang, tgt_lang=self.tgt_lang)
+
+    def evaluate(self, config, run_dir) -> dict:
+        """`align eval domain=translation`: acc_eq and strict accuracy per aspect, baselines, robustness."""
+        from domains.translation.evaluate import evaluate_domain
+
+        return evaluate_domain(self, config, run_dir)
