@@ -346,3 +346,16 @@ def test_json_named_files_holding_json_lines_and_a_lone_object(tmp_path):
 def test_a_missing_relative_file_is_not_mistaken_for_a_hub_id():
     with pytest.raises(DataError, match=r"data/pairs\.jsonl: no such file or directory"):
         load_preferences("data/pairs.jsonl")
+
+
+def test_a_chat_template_that_writes_the_bos_token_gets_it_once_and_keeps_it(tokenizer):
+    templated = type(tokenizer).from_pretrained(tokenizer.name_or_path)
+    templated.bos_token = "[CLS]"
+    templated.chat_template = ("[CLS]{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+                               "{% if add_generation_prompt %}assistant:\n{% endif %}")
+    history = [{"role": "user", "content": " ".join(f"w{i}" for i in range(100))}]
+    encoded = encode_pair(templated, PreferencePair(prompt=history, chosen="good answer", rejected="bad answer"), 12)
+    cls = templated.cls_token_id
+    assert encoded.chosen_ids[0] == cls and encoded.chosen_ids.count(cls) == 1 and len(encoded.chosen_ids) == 12
+    assert templated.decode(encoded.chosen_ids[1:]).endswith("assistant : good answer")
+    assert templated.decode(encoded.rejected_ids[1:]).endswith("assistant : bad answer")
