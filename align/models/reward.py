@@ -97,6 +97,9 @@ class RewardModel(nn.Module):
         return "last_non_pad_token" if self.decoder else "first_token"
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> RewardModelOutput:
+        if not self.decoder and not bool(attention_mask[:, 0].all()):
+            # encoders pool position 0 and have absolute positions: left padding would score padding
+            raise ValueError("encoder reward models need right padding (the first token of every row must be real)")
         kwargs = {"use_cache": False} if self.decoder else {}
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
         features, self._captured = self._captured, None
