@@ -25,7 +25,8 @@ _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
 # Chinese magnitude words after a number (3万 = 30,000) make digit-for-digit comparison meaningless.
 _CHINESE_MAGNITUDE = re.compile(r"\d+(?:[.,]\d+)*\s*(?:万|亿|千|百|十)")
-_CHINESE_NUMERAL = re.compile(r"[零〇一二两三四五六七八九十百千万亿]")
+# a lone 一 is mostly an article (一家 "a"), so it alone does not count as a numeral
+_CHINESE_NUMERAL = re.compile(r"[零〇二两三四五六七八九十百千万亿]|一[十百千万亿]")
 _NUMBER_WORDS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen".split())}

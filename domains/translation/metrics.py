@@ -4,7 +4,7 @@ The target language picks the settings: BLEU's default `13a` tokenizer sees a wh
 sentence as one token and scores Chinese at ~0, so Chinese targets use `zh` (and Japanese
 `ja-mecab` is left to the user, it needs an extra package); chrF counts no word n-grams for
 Chinese (`word_order=0`, there are no spaces between words) and chrF++ (`word_order=2`)
-elsewhere; TER uses `asian_support` for Chinese.
+elsewhere; TER uses `asian_support` (with `normalized`) for Chinese.
 """
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ def _chrf(tgt_lang: str) -> CHRF:
 
 @lru_cache(maxsize=None)
 def _ter(tgt_lang: str) -> TER:
-    return TER(asian_support=tgt_lang in CJK_LANGUAGES)
+    # asian_support splits CJK characters only together with `normalized` (else a sentence is one word)
+    cjk = tgt_lang in CJK_LANGUAGES
+    return TER(asian_support=cjk, normalized=cjk)
 
 
 def sentence_bleu(hypothesis: str, reference: str, tgt_lang: str = "en") -> float:
