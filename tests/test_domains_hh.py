@@ -149,10 +149,17 @@ def test_prompts_are_the_history_with_the_chosen_reference(isolated, tmp_path):
 
 def test_skipped_rows_are_counted_not_hidden(isolated, tmp_path):
     write_gz(tmp_path / "d" / "train.jsonl.gz", [hh_row("q", "a", "b"), hh_row("q2", "", "b"), hh_row("q3", "c", "c")])
-    write_gz(tmp_path / "d" / "test.jsonl.gz", [hh_row("x", "a", "b")])
-    data = HHDomain(data=str(tmp_path / "d")).preference_data("train")
+    write_gz(tmp_path / "d" / "test.jsonl.gz", [hh_row("x", "a", "b"), hh_row("y", "", "b")])
+    domain = HHDomain(data=str(tmp_path / "d"))
+    data = domain.preference_data("train")
     assert isinstance(data, PreferenceData) and len(data.pairs) == 1
-    assert data.skipped == {"empty_response": 1, "identical_responses": 1}
+    assert data.skipped == {"empty_response": 1, "identical_responses": 1} == domain.skipped
+    domain.preferences("test")
+    assert domain.skipped == {"empty_response": 2, "identical_responses": 1}  # every file read so far
+    lone = HHDomain(data=str(write_gz(tmp_path / "lone.jsonl.gz", [hh_row(f"q{i}", "a", "b") for i in range(9)]
+                                      + [hh_row("bad", "", "b")])), eval_fraction=0.5)
+    lone.preferences("train"), lone.preferences("test")
+    assert lone.skipped == {"empty_response": 1}  # one file behind both splits: its skips count once
     with pytest.raises(DataError, match=r"train\.jsonl\.gz:2: field 'chosen': empty response"):
         HHDomain(data=str(tmp_path / "d"), strict=True).preferences("train")
 

@@ -1,9 +1,10 @@
 """The `hh` domain: Anthropic hh-rlhf helpful/harmless dialogue preferences (no programmatic reward)."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
-from align.data import DataError, PreferenceData, load_preferences
+from align.data import DataError, PreferenceData
 from align.types import PreferencePair, Prompt, RewardOutput
 from domains.hh.data import (
     SPLITS,
@@ -13,7 +14,6 @@ from domains.hh.data import (
     load_from_hub,
     load_local,
     merge,
-    split_by_id,
 )
 
 __all__ = ["SUBSETS", "HHDomain"]
@@ -37,6 +37,12 @@ class HHDomain:
             raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
         self.subset, self.data, self.eval_fraction, self.seed, self.strict = subset, data, eval_fraction, seed, strict
         self._cache: dict[str, PreferenceData] = {}
+        self._skips_by_file: dict[str, Counter] = {}
+
+    @property
+    def skipped(self) -> Counter:
+        """Rows skipped (reason -> count) in every file read so far; a file split by id hash counts once."""
+        return sum(self._skips_by_file.values(), Counter())
 
     def preference_data(self, split: str) -> PreferenceData:
         """The pairs of `split` with the counts of skipped rows (for summary.json)."""
@@ -71,23 +77,23 @@ class HHDomain:
                 if files:
                     break
             if files:
-                parts.append(load_local(files, split, self.eval_fraction, self.seed, self.strict))
+                parts.append(load_local(files, split, self.eval_fraction, self.seed, self.strict, self._skips_by_file))
             else:
                 missing.append(subset)
         if self.subset == "all" and parts:  # "all" means every subset found locally
             return merge(parts)
-        return merge(parts + [load_from_hub(s, split, self.strict, tried) for s in missing])
+        return merge(parts + [load_from_hub(s, split, self.strict, tried, self._skips_by_file) for s in missing])
 
     def _load_given(self, path: Path, split: str) -> PreferenceData:
         if path.is_file():
-            data = load_preferences(str(path), strict=self.strict)
-            return split_by_id(data, split, self.eval_fraction, self.seed)
+            return load_local({"all": path}, split, self.eval_fraction, self.seed, self.strict, self._skips_by_file)
         files = find_files(path)
         if files:
-            return load_local(files, split, self.eval_fraction, self.seed, self.strict)
+            return load_local(files, split, self.eval_fraction, self.seed, self.strict, self._skips_by_file)
         subsets = SUBSETS if self.subset == "all" else (self.subset,)
         found = [(s, find_files(path / s)) for s in subsets]
-        parts = [load_local(f, split, self.eval_fraction, self.seed, self.strict) for _, f in found if f]
+        parts = [load_local(f, split, self.eval_fraction, self.seed, self.strict, self._skips_by_file)
+                 for _, f in found if f]
         if not parts:
             raise DataError(f"data={path}: no hh-rlhf files found. Expected train.jsonl.gz + test.jsonl.gz or "
                             f"pairs.jsonl.gz in {path}/ or in {path}/<subset>/ ({', '.join(subsets)}).")

@@ -74,16 +74,21 @@ def merge(parts: list[PreferenceData]) -> PreferenceData:
     return PreferenceData(pairs=pairs, skipped=skipped, source=" + ".join(p.source for p in parts))
 
 
-def load_local(files: dict[str, Path], split: str, eval_fraction: float, seed: int,
-               strict: bool) -> PreferenceData:
-    if split in files:
-        return load_preferences(str(files[split]), strict=strict)
-    return split_by_id(load_preferences(str(files["all"]), strict=strict), split, eval_fraction, seed)
+def load_local(files: dict[str, Path], split: str, eval_fraction: float, seed: int, strict: bool,
+               skips_by_file: dict[str, Counter]) -> PreferenceData:
+    """The `split` of a local subset; each file's skip counts go to `skips_by_file` (once per file)."""
+    path = files.get(split, files.get("all"))
+    data = load_preferences(str(path), strict=strict)
+    skips_by_file[str(path)] = Counter(data.skipped)
+    return data if split in files else split_by_id(data, split, eval_fraction, seed)
 
 
-def load_from_hub(subset: str, split: str, strict: bool, tried: list[str]) -> PreferenceData:
+def load_from_hub(subset: str, split: str, strict: bool, tried: list[str],
+                  skips_by_file: dict[str, Counter]) -> PreferenceData:
     try:
-        return load_preferences(HUB_ID, split=split, data_dir=subset, strict=strict)
+        data = load_preferences(HUB_ID, split=split, data_dir=subset, strict=strict)
+        skips_by_file[f"{HUB_ID}/{subset}:{split}"] = Counter(data.skipped)
+        return data
     except DataError as e:
         places = "\n  ".join(tried)
         raise DataError(
