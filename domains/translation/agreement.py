@@ -56,7 +56,7 @@ def tie_calibrated_accuracy(groups: Sequence[Group], epsilon: float | None = Non
     human_tie = pairs.human_sign == 0
     if epsilon is not None:
         correct = (human_tie & (gap <= epsilon)) | (agrees & (gap > epsilon))
-        return float(pairs.weight[correct].sum()), float(epsilon)
+        return min(1.0, float(pairs.weight[correct].sum())), float(epsilon)
     # acc(t) = weight(ties with gap <= t) + weight(agreeing non-ties with gap > t), for t in the candidates
     order = np.argsort(gap, kind="stable")
     gap_sorted = gap[order]
@@ -68,7 +68,7 @@ def tie_calibrated_accuracy(groups: Sequence[Group], epsilon: float | None = Non
     agree_within = np.where(upto >= 0, agree_cum[np.maximum(upto, 0)], 0.0)
     accuracy = ties_within + (agree_cum[-1] - agree_within)
     best = int(np.argmax(accuracy))  # first maximum: the smallest epsilon reaching it
-    return float(accuracy[best]), float(candidates[best])
+    return min(1.0, float(accuracy[best])), float(candidates[best])  # min: summed weights may overshoot 1 by 1e-16
 
 
 def all_ties_baseline(groups: Sequence[Group], tie_tolerance: float = 1e-9) -> float:

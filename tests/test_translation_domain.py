@@ -1,0 +1,145 @@
+"""TranslationDomain on a tiny data directory: resolution, splits, prompts, reward, `align eval`."""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from align.registry import get_domain
+from align.types import Prompt
+from domains.translation import TranslationDomain, domain as domain_module
+from domains.translation.mqm import COLUMNS
+
+SYSTEMS = {  # system -> (category, severity) of its single error, or none
+    "ref": ("No-error", "No-error"), "good": ("No-error", "No-error"), "minor": ("Fluency/Grammar", "Minor"),
+    "bad": ("Accuracy/Mistranslation", "Major"), "awkward": ("Style/Awkward", "Major")}
+SOURCES = ["我们看到了{}颗星星。", "光从{}个方向来。", "他{}岁了。"]
+TARGETS = {"ref": "We saw {} stars.", "good": "We could see {} stars.", "minor": "We seen {} stars.",
+           "bad": "We saw {} moons.", "awkward": "Stars, {} of them, by us were seen."}
+
+
+def make_data_dir(root: Path) -> Path:
+    rows = ["\t".join(COLUMNS)]
+    seg = 0
+    for doc in range(4):
+        for number in range(3):
+            seg += 1
+            value = 10 * doc + number + 2
+            source = SOURCES[number].format(value)
+            for system, (category, severity) in SYSTEMS.items():
+                target = TARGETS[system].format(value)
+                rows.append("\t".join([system, f"talk.{doc}", str(doc), str(seg), "r1", source, target, category,
+                                       severity]))
+    (root / "mqm-ted-zhen").mkdir(parents=True)
+    with gzip.open(root / "mqm-ted-zhen" / "mqm_ted_zhen.tsv.gz", "wt", encoding="utf-8") as f:
+        f.write("\n".join(rows) + "\n")
+    alma = root / "alma-zhen"
+    alma.mkdir()
+    with gzip.open(alma / "train.zh-en.zh.gz", "wt", encoding="utf-8") as f:
+        f.write("我爱你\n谢谢\n\n")
+    with gzip.open(alma / "train.zh-en.en.gz", "wt", encoding="utf-8") as f:
+        f.write("I love you\nThank you\n\n")
+    for name in ("valid.zh-en", "test.zh-en", "test.en-zh"):
+        with gzip.open(alma / f"{name}.json.gz", "wt", encoding="utf-8") as f:
+            json.dump([{"translation": {"zh": "早上好", "en": "Good morning"}}], f, ensure_ascii=False)
+    return root
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    return make_data_dir(tmp_path / "translation")
+
+
+def test_data_resolution_order_and_clear_error(tmp_path, data_dir, monkeypatch):
+    assert TranslationDomain(data_dir=str(data_dir)).resolve_data_dir() == data_dir
+    monkeypatch.setenv("ALIGN_DATA_DIR", str(data_dir.parent))
+    assert TranslationDomain().resolve_data_dir() == data_dir
+    monkeypatch.delenv("ALIGN_DATA_DIR")
+    monkeypatch.setattr(domain_module, "checkout_root", lambda: tmp_path / "nowhere" / "main")
+    with pytest.raises(FileNotFoundError, match="translation data not found; looked in .*nowhere"):
+        TranslationDomain().preferences("train")
+
+
+def test_registered_under_its_name(data_dir):
+    domain = get_domain("translation", data_dir=str(data_dir), min_gap=2.0)
+    assert isinstance(domain, TranslationDomain) and domain.min_gap == 2.0
+
+
+def test_preferences_split_by_document(data_dir):
+    domain = TranslationDomain(data_dir=str(data_dir), test_docs=["talk.3"])
+    train, test = domain.preferences("train"), domain.preferences("test")
+    assert {p.extra["doc"] for p in train} == {"talk.0", "talk.1", "talk.2"}
+    assert {p.extra["doc"] for p in test} == {"talk.3"}
+    assert not {p.extra["source_text"] for p in train} & {p.extra["source_text"] for p in test}
+    assert {p.aspect for p in train} == {"overall", "faithfulness", "expressiveness", "elegance"}
+    pair = next(p for p in train if p.aspect == "faithfulness")
+    assert pair.rejected.endswith("moons.") and pair.margin == 5.0
+    assert pair.prompt.startswith("Translate this from Chinese to English:\nChinese: ")
+    # per segment: overall pairs: ref/good (0) vs minor (-1), bad (-5), awkward (-5) and minor vs bad/awkward = 8
+    assert sum(p.aspect == "overall" for p in test) == 3 * 8
+    assert len(TranslationDomain(data_dir=str(data_dir), test_docs=["talk.3"], max_pairs=5).preferences("train")) == 5
+    assert TranslationDomain(data_dir=str(data_dir), aspects=["faithfulness"]).preferences("train")[0].aspect == \
+        "faithfulness"
+
+
+def test_other_directions_have_no_mqm_pairs(data_dir):
+    with pytest.raises(ValueError, match="the MQM annotations are zh-en"):
+        TranslationDomain(data_dir=str(data_dir), direction="en-zh").preferences("train")
+
+
+def test_prompts_both_directions(data_dir):
+    zh_en = TranslationDomain(data_dir=str(data_dir)).prompts("train")
+    assert [p.reference for p in zh_en] == ["I love you", "Thank you"]
+    assert zh_en[0].prompt == "Translate this from Chinese to English:\nChinese: 我爱你\nEnglish:"
+    assert zh_en[0].meta == {"source": "我爱你", "src_lang": "zh", "tgt_lang": "en"}
+    en_zh = TranslationDomain(data_dir=str(data_dir), direction="en-zh")
+    assert en_zh.prompts("train")[1].prompt == "Translate this from English to Chinese:\nEnglish: Thank you\nChinese:"
+    assert en_zh.prompts("test")[0].reference == "早上好"
+    assert en_zh.sft_examples("valid") == [{"prompt": "Translate this from English to Chinese:\nEnglish: Good morning"
+                                            "\nChinese:", "response": "早上好"}]
+
+
+def test_reward_without_a_model_is_guards_and_metrics(data_dir):
+    domain = TranslationDomain(data_dir=str(data_dir), reward={"metric_weights": {"chrf": 1.0}})
+    prompt = domain.prompts("test")[0]
+    good, copied = domain.reward([prompt, prompt], ["Good morning", "早上好"])
+    assert good.reward == pytest.approx(1.0) and good.parts["metric_chrf"] == pytest.approx(100.0)
+    assert copied.reward < 0 and "language" in copied.parts["guards_failed"]
+    with pytest.raises(Exception, match="reward.bogus"):
+        TranslationDomain(reward={"bogus": 1})
+
+
+def test_user_preference_file_replaces_mqm(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    rows = [{"source": f"句子{i}", "chosen": f"Sentence {i}", "rejected": "x", "aspect": "elegance"} for i in range(40)]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
+    domain = TranslationDomain(data=str(path), test_fraction=0.25)
+    train, test = domain.preferences("train"), domain.preferences("test")
+    assert len(train) + len(test) == 40 and train and test
+    assert not {p.extra["source_text"] for p in train} & {p.extra["source_text"] for p in test}
+
+
+def test_align_eval_without_a_reward_model(data_dir, tmp_path):
+    from align.evaluate import Config, run
+
+    config = Config(model=str(tmp_path / "not-a-dir"), domain="translation", output_dir=str(tmp_path / "eval"),
+                    domain_options={"data_dir": str(data_dir), "test_docs": ["talk.2", "talk.3"]})
+    summary = run(config)
+    assert summary["sources"] == 6 and summary["translations"] == 6 * 4  # `ref` is the reference, not compared
+    for aspect in ("overall", "faithfulness", "expressiveness", "elegance"):
+        assert 0.0 <= summary[f"chrf_{aspect}_acc_eq"] <= 1.0
+        assert 0.0 <= summary[f"all_ties_{aspect}_acc_eq"] <= 1.0
+    # humans: good 0, minor -1, bad -5, awkward -5 -> 1 tie (bad/awkward) of 6 pairs per source
+    assert summary["all_ties_overall_acc_eq"] == pytest.approx(1 / 6)
+    assert summary["robustness_cases"] > 0 and 0.0 <= summary["robustness_share"] <= 1.0
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "acc_eq" in report and "all ties (baseline)" in report and "Robustness" in report
+
+
+def test_prompt_objects_without_meta_are_parsed(data_dir):
+    domain = TranslationDomain(data_dir=str(data_dir))
+    prompt = Prompt(prompt="Translate this from Chinese to English:\nChinese: 他12岁了。\nEnglish:")
+    [out] = domain.reward([prompt], ["He is 13."])
+    assert out.parts["guard_numbers"] is False
