@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(describe(module.Config)))
         return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight loading/saving bars drown our own progress bar
     try:
         config_file, overrides = _split_args(rest)
         config = load_config(module.Config, config_file, overrides)

@@ -1,0 +1,103 @@
+"""`align rm` end to end on a tiny random model: CLI smoke runs, resume equivalence, multi-head."""
+import json
+import random
+
+import pytest
+import torch
+
+from align import rm
+from align.cli import main
+from align.config import load_config
+
+WORDS = "apple river stone cloud lamp garden window music paper forest".split()
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory):
+    """A learnable toy task: the chosen answer is polite, the rejected one rude."""
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("data") / "pairs.jsonl"
+    rows = []
+    for i in range(96):
+        topic = " ".join(rng.sample(WORDS, 3))
+        rows.append({"id": f"p{i}", "prompt": f"Tell me about {topic}.",
+                     "chosen": f"Thank you for asking, happy to help with {topic}.",
+                     "rejected": f"No. Go away, {topic} is boring.",
+                     "aspect": "politeness" if i % 2 else None})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def config_for(pairs_file, output_dir, *extra):
+    overrides = [f"data={pairs_file}", f"output_dir={output_dir}", "model=tiny-bert", "batch_size=8",
+                 "max_length=64", "learning_rate=2e-3", "max_steps=8", "save_steps=3", "log_steps=1",
+                 "eval_fraction=0.25", "progress=false", "report=false", "seed=3", *extra]
+    return load_config(rm.Config, None, overrides)
+
+
+def test_cli_smoke_run_writes_every_output(pairs_file, tmp_path):
+    out = tmp_path / "run"
+    code = main(["rm", f"data={pairs_file}", f"output_dir={out}", "model=tiny-bert", "max_steps=4",
+                 "batch_size=8", "max_length=64", "progress=false", "save_steps=2", "log_steps=1"])
+    assert code == 0
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "report.md", "training.png", "model"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("eval_accuracy", "eval_loss", "train_pairs", "skipped_pairs", "train_seconds",
+                "pairs_per_second", "tokens_per_second"):
+        assert key in summary, key
+    assert summary["steps"] == 4 and summary["train_pairs"] + summary["eval_pairs"] == 96
+    steps = [r["step"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_cli_config_error_exits_before_work(tmp_path, capsys):
+    code = main(["rm", "learning_rate=-1", f"output_dir={tmp_path / 'never'}"])
+    assert code == 2
+    assert "learning_rate: expected a positive number" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
+def test_training_learns_a_separable_task(pairs_file, tmp_path):
+    summary = rm.train_reward_model(config_for(pairs_file, tmp_path / "learn", "max_steps=24"))
+    assert summary["eval_accuracy"] > 0.9
+
+
+def test_killed_run_resumes_to_the_same_result(pairs_file, tmp_path, monkeypatch):
+    reference = rm.train_reward_model(config_for(pairs_file, tmp_path / "straight"))
+
+    crashed_dir = tmp_path / "crashed"
+    real_step = torch.optim.AdamW.step
+    calls = {"n": 0}
+
+    def dying_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # after the step-3 checkpoint, before the next one
+            raise KeyboardInterrupt("killed")
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        rm.train_reward_model(config_for(pairs_file, crashed_dir))
+    monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
+    assert not (crashed_dir / "summary.json").exists()
+
+    resumed = rm.train_reward_model(config_for(pairs_file, crashed_dir, "resume=true"))
+    for key in ("eval_accuracy", "eval_loss", "eval_reward_gap"):
+        assert resumed[key] == pytest.approx(reference[key], abs=1e-5), key
+    logged = [json.loads(line) for line in (crashed_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "loss" in r] == list(range(1, 9))  # each step logged exactly once
+
+
+def test_two_heads_train_on_their_own_pairs(pairs_file, tmp_path):
+    summary = rm.train_reward_model(config_for(pairs_file, tmp_path / "heads", "heads=[overall,politeness]"))
+    assert "eval_overall_accuracy" in summary and "eval_politeness_accuracy" in summary
+    from align.models import RewardModel
+
+    model = RewardModel.from_pretrained(tmp_path / "heads" / "model")
+    assert model.head_names == ["overall", "politeness"]
+
+
+def test_denoising_needs_strengths(pairs_file, tmp_path):
+    with pytest.raises(ValueError, match="needs preference strengths"):
+        rm.train_reward_model(config_for(pairs_file, tmp_path / "flip", "loss.type=flip"))
