@@ -11,8 +11,17 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
-from align.models import (EMBEDDED_MODELS, RewardModel, create_tiny_model, is_decoder, load_causal_lm,
-                          load_reward_model, load_tokenizer, resolve_model_path, score_texts)
+from align.models import (
+    EMBEDDED_MODELS,
+    RewardModel,
+    create_tiny_model,
+    is_decoder,
+    load_causal_lm,
+    load_reward_model,
+    load_tokenizer,
+    resolve_model_path,
+    score_texts,
+)
 from align.models.embedded import CACHE_MARKER, cached_build
 
 TEXTS = ["hello", "The capital of France is Paris, and it is lovely in spring.", "def add(a, b):\n    return a + b",

@@ -75,6 +75,8 @@ class RewardModel(nn.Module):
         self.decoder = is_decoder(model.config)
         if self.decoder and model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id  # needed to find the last real token
+        if not self.decoder:
+            tokenizer.padding_side = "right"  # encoders pool the first token: it must be real
         model.config.id2label = dict(enumerate(self.head_names))
         model.config.label2id = {name: i for i, name in enumerate(self.head_names)}
         model.config.problem_type = "regression"
