@@ -94,6 +94,16 @@ def test_cache_is_built_once_and_atomically(cache_dir):
     assert not (cache_dir / "broken").exists()
     assert not [p for p in cache_dir.iterdir() if p.name.startswith(".")]  # no leftover temp dirs
 
+    # a build dir abandoned by a killed process (over an hour old) is swept; an outdated cache is rebuilt
+    abandoned = cache_dir / ".other-building-x1"
+    abandoned.mkdir()
+    os.utime(abandoned, (0, 0))
+    (cache_dir / "other").mkdir()
+    (cache_dir / "other" / CACHE_MARKER).write_text('{"format": -1}')
+    path = cached_build("other", lambda directory: (directory / "weights").write_text("new"))
+    assert (Path(path) / "weights").read_text() == "new" and not abandoned.exists()
+    assert sorted(p.name for p in cache_dir.iterdir() if p.name.startswith(".")) == []
+
 
 # --------------------------------------------------------------------------- tokenizers and LMs
 

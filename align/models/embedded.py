@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,6 +66,23 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
+def _cache_format(marker: Path) -> int | None:
+    try:
+        return json.loads(marker.read_text()).get("format")
+    except (OSError, ValueError, AttributeError):  # absent or unreadable: rebuild
+        return None
+
+
+def _remove_abandoned_builds(root: Path, name: str, max_age_s: float = 3600.0) -> None:
+    """Temporary build directories of killed processes (the `finally` never ran): gone after an hour."""
+    for path in root.glob(f".{name}-*"):
+        try:
+            if time.time() - path.stat().st_mtime > max_age_s:
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass  # another process removed it meanwhile
+
+
 def cached_build(name: str, build: Callable[[Path], None]) -> str:
     """`root/<name>`, built by `build(tmp_dir)` if it is not there yet (or was built by an older format).
 
@@ -74,14 +92,16 @@ def cached_build(name: str, build: Callable[[Path], None]) -> str:
     """
     root = cache_root()
     final = root / name
-    marker = final / CACHE_MARKER
-    if marker.is_file() and json.loads(marker.read_text()).get("format") == CACHE_FORMAT:
+    if _cache_format(final / CACHE_MARKER) == CACHE_FORMAT:
         return str(final)
     root.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_builds(root, name)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-building-", dir=root))
     try:
         build(tmp)
         (tmp / CACHE_MARKER).write_text(json.dumps({"name": name, "format": CACHE_FORMAT}) + "\n")
+        if _cache_format(final / CACHE_MARKER) == CACHE_FORMAT:  # a concurrent builder finished first
+            return str(final)
         if final.exists():  # an outdated (or foreign) cache: move it aside, then swap
             stale = Path(tempfile.mkdtemp(prefix=f".{name}-stale-", dir=root))
             os.replace(final, stale / name)
@@ -89,8 +109,8 @@ def cached_build(name: str, build: Callable[[Path], None]) -> str:
         try:
             os.replace(tmp, final)
         except OSError:
-            if not (final / CACHE_MARKER).is_file():
-                raise  # not a lost race: a real failure
+            if _cache_format(final / CACHE_MARKER) != CACHE_FORMAT:
+                raise  # not a lost race to a concurrent builder: a real failure
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return str(final)
