@@ -1,0 +1,315 @@
+"""Local backend: bubblewrap namespaces + an unprivileged uid + cgroups + rlimits.
+
+Each worker is one bubblewrap sandbox (new pid/net/ipc/uts/mount namespaces, no network, a
+read-only runtime of just the interpreter and its libraries, a fresh tmpfs, a cleared
+environment) whose pid 1 is the zygote (`runtime/zygote.py`). Start-up is paid once per worker;
+each program then runs in a fresh forked child under the worker's own uid, in the worker's
+program cgroup, and everything it left (processes, files, IPC objects) is removed before the
+next program. Without bubblewrap or cgroups the backend runs degraded (rlimits, process groups,
+the uid drop when root) and says so in `ExecResult.isolation`; `strict=True` refuses instead.
+"""
+from __future__ import annotations
+
+import functools
+import operator
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+from collections import deque
+
+from . import cgroups
+from .results import build_result, sandbox_error
+from .types import ExecRequest, ExecResult, IsolationError, SandboxError
+from .worker import RUNTIME_DIR, FrameReader, WorkerDead, encode_frame
+
+READY_TIMEOUT_S = 20.0
+REPLY_MARGIN_S = 15.0  # beyond the program's wall limit: kill + cleanup time in the zygote
+
+
+def find_runtime_python() -> str | None:
+    """A system interpreter whose standard library lives under /usr (bound read-only)."""
+    candidates = [os.environ.get("ALIGN_SANDBOX_PYTHON", ""), "/usr/bin/python3", "/usr/local/bin/python3"]
+    for path in candidates:
+        if path and os.path.exists(path):
+            return os.path.realpath(path)
+    return None
+
+
+def probe_isolation() -> dict:
+    """What this machine provides for the local backend (used for ExecResult.isolation and
+    `align sandbox check`)."""
+    reasons = []
+    bwrap = shutil.which("bwrap")
+    if not bwrap:
+        reasons.append("bubblewrap (bwrap) not installed")
+    root = os.geteuid() == 0
+    if not root:
+        reasons.append("not root: programs run under our own uid")
+    version, why = cgroups.detect()
+    if version is None:
+        reasons.append(why)
+    python = find_runtime_python()
+    if python is None:
+        reasons.append("no system python3 for the sandbox runtime")
+    namespaces = bool(bwrap and root and python and python.startswith("/usr/"))
+    if bwrap and root and python and not python.startswith("/usr/"):
+        reasons.append(f"runtime python {python} is outside /usr")
+    return {
+        "backend": "local",
+        "namespaces": namespaces,
+        "network": "none" if namespaces else "host",
+        "filesystem": "read-only runtime + fresh tmpfs" if namespaces else "host (temporary work dir)",
+        "user": "dedicated unprivileged uid per worker" if root else "same uid as the caller",
+        "cgroups": f"v{version}" if version else None,
+        "rlimits": True,
+        "full": not reasons,
+        "reasons": reasons,
+        "python": python,
+    }
+
+
+class LocalWorker:
+    def __init__(self, index: int, isolation: dict):
+        self.index, self.isolation = index, isolation
+        self.uid = 100_000 + (os.getpid() % 100_000) * 16 + index
+        self.name = f"{os.getpid()}-w{index}-{os.urandom(3).hex()}"
+        self.cgroup = None
+        self.workdir = None
+        self.proc = None
+        self.stderr_tail = deque(maxlen=50)
+        self.runs = 0
+        self._start()
+
+    # -- start and stop -----------------------------------------------------------------------
+    def _command(self) -> list[str]:
+        iso, python = self.isolation, self.isolation["python"]
+        zygote_args = ["--uid", str(self.uid)]
+        if self.cgroup:
+            zygote_args += ["--cgroup-version", str(self.cgroup.version)]
+        else:
+            zygote_args += ["--rlimit-as"]
+        if os.geteuid() == 0:
+            zygote_args += ["--mode", "priv", "--rlimit-nproc"]
+        else:
+            zygote_args += ["--mode", "same-uid"]
+        if not iso["namespaces"]:
+            self.workdir = tempfile.mkdtemp(prefix="align-sandbox-")
+            os.chmod(self.workdir, 0o755)
+            zygote_args += ["--workdir", os.path.join(self.workdir, "w")]
+            if self.cgroup:
+                procs = [p.replace("/zygote/", "/prog/") for p in self.cgroup.zygote_procs()
+                         if self.cgroup.version == 2 or "/cpu/" not in p]
+                zygote_args += functools.reduce(operator.iadd, (["--cgroup-procs", p] for p in procs), [])
+                memcg = os.path.dirname(procs[0]) if self.cgroup.version == 2 else \
+                    os.path.join(self.cgroup.dirs["memory"], "prog")
+                zygote_args += ["--memcg", memcg]
+            return [python, "-I", "-S", "-B", os.path.join(RUNTIME_DIR, "zygote.py")] + zygote_args
+        command = [
+            "bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session", "--as-pid-1", "--hostname", "sandbox",
+            "--perms", "0755", "--dir", "/usr", "--perms", "0755", "--dir", "/usr/bin",
+            "--ro-bind", "/usr/lib", "/usr/lib", "--ro-bind-try", "/usr/lib64", "/usr/lib64",
+            "--ro-bind", python, "/usr/bin/python3",
+            "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--mqueue", "/dev/mqueue",
+            "--ro-bind", RUNTIME_DIR, "/sandbox",
+            "--clearenv", "--setenv", "PATH", "/usr/bin",
+            "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_CHOWN", "--cap-add", "CAP_KILL",
+        ]
+        if self.cgroup:
+            for host_dir, inside in self.cgroup.bind_mounts():
+                command += ["--bind", host_dir, inside]
+            zygote_args += functools.reduce(operator.iadd, (["--cgroup-procs", p] for p in self.cgroup.prog_procs_inside()), [])
+            zygote_args += ["--memcg", self.cgroup.memcg_inside()]
+        zygote_args += ["--workdir", "/tmp/w", "--tmpfs-workdir", "--scratch", "/dev/shm", "--scratch", "/dev/mqueue"]
+        return command + ["--", "/usr/bin/python3", "-I", "-S", "-B", "/sandbox/zygote.py"] + zygote_args
+
+    def _start(self) -> None:
+        version = cgroups.detect()[0] if self.isolation["cgroups"] else None
+        self.cgroup = cgroups.WorkerCgroup(version, self.name) if version else None
+        command = self._command()
+        join = self.cgroup.zygote_procs() if self.cgroup else []
+
+        def enter_cgroup():  # runs in the child between fork and exec: plain syscalls only
+            for path in join:
+                fd = os.open(path, os.O_WRONLY)
+                os.write(fd, b"0")
+                os.close(fd)
+
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, preexec_fn=enter_cgroup, start_new_session=True,  # noqa: PLW1509
+                                     env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        self.reader = FrameReader(self.proc.stdout.fileno())
+        try:
+            ready = self.reader.read(READY_TIMEOUT_S)
+        except WorkerDead as error:
+            self.close()
+            raise SandboxError(f"local sandbox worker did not start: {error}; stderr: {self.stderr()}") from None
+        if not (isinstance(ready, dict) and ready.get("ready")):
+            self.close()
+            raise SandboxError(f"local sandbox worker sent {ready!r} instead of ready")
+
+    def _drain_stderr(self) -> None:
+        for line in iter(self.proc.stderr.readline, b""):
+            self.stderr_tail.append(line.decode("utf-8", "replace").rstrip())
+
+    def stderr(self) -> str:
+        return "\n".join(self.stderr_tail)[-2000:]
+
+    def close(self) -> None:
+        if self.proc is not None:
+            for stream in (self.proc.stdin,):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                self.proc.kill()
+            except OSError:
+                pass
+            self.proc.wait()
+            self.proc.stdout.close()
+            self.proc = None
+        if self.cgroup is not None:
+            self.cgroup.destroy()
+            self.cgroup = None
+        if self.workdir is not None:
+            _force_rmtree(self.workdir)
+            self.workdir = None
+
+    # -- one program --------------------------------------------------------------------------
+    def run(self, request: ExecRequest) -> tuple[ExecResult, bool]:
+        """(result, healthy). An unhealthy worker must be closed and replaced."""
+        limits = request.limits
+        oom_before = 0
+        if self.cgroup:
+            self.cgroup.set_limits(limits.memory_bytes, limits.processes)
+            oom_before = self.cgroup.oom_kills()
+        self.runs += 1
+        try:
+            self.proc.stdin.write(encode_frame(request.to_sandbox()))
+            self.proc.stdin.flush()
+            reply = self.reader.read(limits.wall_s + REPLY_MARGIN_S)
+        except (WorkerDead, OSError, ValueError) as error:
+            return sandbox_error(f"local worker failed: {error}; {self.stderr()}", "local", self.isolation,
+                                 len(request.tests)), False
+        healthy = isinstance(reply, dict) and "sandbox_error" not in reply and not reply.get("leftovers")
+        peak, oom = None, False
+        if self.cgroup:
+            peak = self.cgroup.peak_memory()
+            oom = self.cgroup.oom_kills() > oom_before
+            if self.cgroup.prog_procs():  # the zygote's cleanup missed something: never reuse
+                healthy = False
+        result = build_result(request, reply, "local", self.isolation, peak_memory=peak, program_oom=oom)
+        return result, healthy
+
+
+def _force_rmtree(path: str) -> None:
+    def fix(func, target, _exc):
+        try:
+            os.chmod(os.path.dirname(target), 0o700)
+            func(target)
+        except OSError:
+            pass
+    shutil.rmtree(path, onerror=fix)
+
+
+class LocalBackend:
+    """A pool of pre-started workers. Thread-safe: `run` may be called from many threads."""
+
+    name = "local"
+
+    def __init__(self, workers: int = 2, strict: bool = False):
+        self.isolation = probe_isolation()
+        if strict and not self.isolation["full"]:
+            raise IsolationError("local sandbox isolation is incomplete: " + "; ".join(self.isolation["reasons"]))
+        if not self.isolation["full"]:
+            self.isolation["degraded"] = True
+        if os.geteuid() == 0:
+            cgroups.reap_stale()
+        self.max_workers = max(1, workers)
+        self._idle: queue.LifoQueue = queue.LifoQueue()
+        self._lock = threading.Lock()
+        self._started = 0
+        self._all: set = set()
+        self._next_index = 0
+        self._closed = False
+        self._uids: set = set()
+
+    def program_uids(self) -> set:
+        """Every uid this backend has given to programs (for leftover checks)."""
+        return set(self._uids)
+
+    def _acquire(self) -> LocalWorker:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            can_start = self._started < self.max_workers
+            if can_start:
+                self._started += 1
+                index = self._next_index % 16
+                self._next_index += 1
+        if not can_start:
+            return self._idle.get()
+        try:
+            worker = LocalWorker(index, self.isolation)
+        except BaseException:
+            with self._lock:
+                self._started -= 1
+            raise
+        with self._lock:
+            self._all.add(worker)
+            self._uids.add(worker.uid)
+        return worker
+
+    def _release(self, worker: LocalWorker, healthy: bool) -> None:
+        if healthy and not self._closed:
+            self._idle.put(worker)
+            return
+        worker.close()
+        with self._lock:
+            self._all.discard(worker)
+            self._started -= 1
+        if not self._closed:  # wake a waiter so it can start a replacement
+            self._idle.put(None)
+
+    def run(self, request: ExecRequest) -> ExecResult:
+        request.validate()
+        if self._closed:
+            raise SandboxError("backend is closed")
+        worker = self._acquire()
+        while worker is None:
+            worker = self._acquire()
+        try:
+            result, healthy = worker.run(request)
+        except BaseException:
+            self._release(worker, False)
+            raise
+        self._release(worker, healthy)
+        return result
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            workers = list(self._all)
+            self._all.clear()
+            self._started = 0
+        for worker in workers:
+            worker.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,226 @@
+"""Trusted side: decode what came out of the sandbox, compare it with the expected values, and
+classify the run. Nothing here unpickles or evaluates data the program wrote: the actual values
+come as tagged JSON and are rebuilt with plain constructors."""
+from __future__ import annotations
+
+import math
+import signal
+from typing import Any
+
+from .types import STATUS_PRECEDENCE, ExecRequest, ExecResult, TestCase, TestResult
+
+
+class Opaque:
+    """An actual value the sandbox could not express as plain data; equal to nothing."""
+
+    def __init__(self, type_name: str, text: str):
+        self.type_name, self.text = type_name, text
+
+    def __eq__(self, other):
+        return False
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"<opaque {self.type_name}: {self.text}>"
+
+
+def decode_value(data: Any, depth: int = 0) -> Any:
+    if depth > 60:
+        return Opaque("?", "too deep")
+    if data is None or isinstance(data, (bool, int, float, str)):
+        return data
+    if isinstance(data, list):
+        return [decode_value(v, depth + 1) for v in data]
+    if isinstance(data, dict) and len(data) >= 1:
+        if "$tuple" in data and isinstance(data["$tuple"], list):
+            return tuple(decode_value(v, depth + 1) for v in data["$tuple"])
+        if "$set" in data and isinstance(data["$set"], list):
+            items = [decode_value(v, depth + 1) for v in data["$set"]]
+            try:
+                return set(items)
+            except TypeError:
+                return Opaque("set", repr(items)[:200])
+        if "$dict" in data and isinstance(data["$dict"], list):
+            pairs = [(decode_value(p[0], depth + 1), decode_value(p[1], depth + 1))
+                     for p in data["$dict"] if isinstance(p, list) and len(p) == 2]
+            try:
+                return dict(pairs)
+            except TypeError:
+                return Opaque("dict", repr(pairs)[:200])
+        if "$float" in data and data["$float"] in ("inf", "-inf", "nan"):
+            return float(data["$float"])
+        if "$bytes" in data and isinstance(data["$bytes"], str):
+            try:
+                return bytes.fromhex(data["$bytes"])
+            except ValueError:
+                pass
+        if "$complex" in data and isinstance(data["$complex"], list) and len(data["$complex"]) == 2:
+            try:
+                return complex(float(data["$complex"][0]), float(data["$complex"][1]))
+            except (TypeError, ValueError):
+                pass
+        if "$opaque" in data:
+            return Opaque(str(data.get("$opaque"))[:200], str(data.get("repr"))[:500])
+    return Opaque(type(data).__name__, repr(data)[:200])
+
+
+def values_equal(actual: Any, expected: Any, atol: float = 0.0, rtol: float = 1e-9) -> bool:
+    """Python equality with float tolerance; list and tuple compare alike (JSON has no tuple)."""
+    if isinstance(actual, Opaque) or isinstance(expected, Opaque):
+        return False
+    if isinstance(expected, float) or isinstance(actual, float):
+        if isinstance(actual, (int, float)) and isinstance(expected, (int, float)):
+            if math.isnan(actual) or math.isnan(expected):
+                return math.isnan(actual) and math.isnan(expected)
+            return math.isclose(actual, expected, rel_tol=rtol, abs_tol=atol)
+        return False
+    if isinstance(expected, complex) or isinstance(actual, complex):
+        return (isinstance(actual, (int, float, complex)) and isinstance(expected, (int, float, complex))
+                and abs(complex(actual) - complex(expected)) <= atol + rtol * abs(complex(expected)))
+    if isinstance(expected, (list, tuple)) and isinstance(actual, (list, tuple)):
+        return len(actual) == len(expected) and all(
+            values_equal(a, e, atol, rtol) for a, e in zip(actual, expected))
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        return actual.keys() == expected.keys() and all(
+            values_equal(actual[k], expected[k], atol, rtol) for k in expected)
+    if type(actual) in (list, tuple, dict) or type(expected) in (list, tuple, dict):
+        return False
+    try:
+        return bool(actual == expected)
+    except Exception:  # noqa: BLE001 - e.g. comparing sets of unorderable things
+        return False
+
+
+def stdout_matches(actual: str, expected: str) -> bool:
+    """Line by line with trailing whitespace and trailing blank lines ignored."""
+    def norm(text):
+        lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+        while lines and not lines[-1]:
+            lines.pop()
+        return lines
+    return norm(actual) == norm(expected)
+
+
+def _signal_name(number) -> str:
+    try:
+        return signal.Signals(number).name
+    except (ValueError, TypeError):
+        return f"signal {number}"
+
+
+def _died(report: dict) -> TestResult:
+    """A child that did not report the end of its test: how did it end?"""
+    status = report.get("how")
+    if status == "output_limit":
+        return TestResult("output_limit", error={"type": "OutputLimit", "message": "output limit exceeded",
+                                                 "line": None})
+    if status == "timeout":
+        return TestResult("timeout", error={"type": "Timeout", "message": f"{report.get('scope')} wall time "
+                                            "limit exceeded", "line": None})
+    if status == "memory":
+        return TestResult("memory", error={"type": "MemoryLimit", "message": "killed at the memory limit",
+                                           "line": None})
+    if status == "signal":
+        name = _signal_name(report.get("signal"))
+        if name == "SIGXCPU":
+            return TestResult("timeout", error={"type": "CPUTimeLimit", "message": "CPU time limit exceeded",
+                                                "line": None})
+        if name == "SIGXFSZ":
+            return TestResult("output_limit", error={"type": "FileSizeLimit", "message": "file size limit "
+                                                     "exceeded", "line": None})
+        return TestResult("runtime_error", error={"type": name, "message": f"killed by {name}", "line": None})
+    return TestResult("runtime_error", error={"type": "Exit", "message": "the program exited (code "
+                                              f"{report.get('exit_code')}) before reporting the test",
+                                              "line": None})
+
+
+def judge_test(test: TestCase, report: dict | None) -> TestResult:
+    if report is None:
+        return TestResult("not_run")
+    wall = report.get("wall_s")
+    wall = float(wall) if isinstance(wall, (int, float)) else None
+    status = report.get("status")
+    if status == "died":
+        result = _died(report)
+        result.wall_s = wall
+        return result
+    error = report.get("error") if isinstance(report.get("error"), dict) else None
+    if error is not None:
+        error = {"type": str(error.get("type"))[:200], "message": str(error.get("message"))[:2000],
+                 "line": error.get("line") if isinstance(error.get("line"), int) else None}
+    if status == "memory":
+        return TestResult("memory", wall_s=wall, error=error)
+    if status == "error":
+        failed = test.kind == "assert" and error and error["type"] == "AssertionError"
+        return TestResult("failed" if failed else "runtime_error", wall_s=wall, error=error)
+    if status != "ok":
+        return TestResult("sandbox_error", wall_s=wall, error={"type": "Protocol", "message":
+                                                               f"unknown test status {status!r}", "line": None})
+    if test.kind == "stdio":
+        actual = str(report.get("actual") or "")
+        return TestResult("passed" if stdout_matches(actual, test.expected_stdout or "") else "failed",
+                          actual=actual, wall_s=wall)
+    if test.kind == "assert":
+        return TestResult("passed", wall_s=wall)
+    actual = decode_value(report.get("actual"))
+    ok = values_equal(actual, test.expected, test.atol, test.rtol)
+    return TestResult("passed" if ok else "failed", actual=actual, wall_s=wall)
+
+
+def build_result(request: ExecRequest, reply: dict, backend: str, isolation: dict,
+                 peak_memory: int | None = None, program_oom: bool = False) -> ExecResult:
+    """Turn the zygote's reply into an ExecResult. `reply` came from inside the sandbox: every
+    field is type-checked, nothing is trusted to be well formed."""
+    if not isinstance(reply, dict) or "sandbox_error" in reply:
+        message = reply.get("sandbox_error") if isinstance(reply, dict) else "malformed reply"
+        return sandbox_error(str(message), backend, isolation, len(request.tests))
+    limit = request.limits.output_bytes
+    stdout, stderr = str(reply.get("stdout") or ""), str(reply.get("stderr") or "")
+    result = ExecResult(
+        status="passed", backend=backend, isolation=isolation,
+        stdout=stdout[:limit], stderr=stderr[:limit],
+        stdout_truncated=bool(reply.get("output_limit")) and len(stdout.encode()) >= limit or len(stdout) > limit,
+        stderr_truncated=bool(reply.get("output_limit")) and len(stderr.encode()) >= limit or len(stderr) > limit,
+        wall_s=float(reply.get("wall_s") or 0.0),
+        peak_memory_bytes=peak_memory if peak_memory is not None else int(reply.get("maxrss") or 0) or None,
+    )
+    if request.trace_lines and isinstance(reply.get("lines"), list):
+        n_lines = request.program.count("\n") + 1
+        result.executed_lines = sorted({x for x in reply["lines"] if isinstance(x, int) and 1 <= x <= n_lines})
+    load = reply.get("load") if isinstance(reply.get("load"), dict) else None
+    reports = reply.get("tests") if isinstance(reply.get("tests"), list) else []
+    reports = (reports + [None] * len(request.tests))[:len(request.tests)]
+    result.tests = [judge_test(t, r if isinstance(r, dict) else None) for t, r in zip(request.tests, reports)]
+    if load and load.get("status") in ("syntax", "load"):
+        result.status, result.compile_error_kind = "compile_error", load["status"]
+        result.error = judge_test(TestCase.assertion(""), {"status": "error", "error": load.get("error")}).error
+    elif load and load.get("status") == "memory":
+        result.status = "memory"
+        result.error = {"type": "MemoryError", "message": "while loading the module", "line": None}
+    elif load and load.get("status") == "died":
+        died = _died(load)
+        result.status, result.error = died.status, died.error
+    else:
+        statuses = {t.status for t in result.tests}
+        if reply.get("output_limit"):
+            statuses.add("output_limit")
+        if reply.get("program_timeout"):
+            statuses.add("timeout")
+        if "not_run" in statuses and not statuses & {"timeout", "output_limit", "memory"}:
+            statuses.add("runtime_error")
+        result.status = next(s for s in STATUS_PRECEDENCE if s in statuses or s == "passed")
+        first_bad = next((t for t in result.tests if t.status == result.status and t.error), None)
+        result.error = first_bad.error if first_bad else None
+    if program_oom and result.status == "runtime_error":
+        result.status = "memory"
+    if reply.get("output_limit"):
+        result.stdout_truncated = result.stdout_truncated or len(stdout.encode()) >= limit
+        result.stderr_truncated = result.stderr_truncated or len(stderr.encode()) >= limit
+    return result
+
+
+def sandbox_error(message: str, backend: str, isolation: dict, tests: int = 0) -> ExecResult:
+    return ExecResult(status="sandbox_error", backend=backend, isolation=isolation,
+                      tests=[TestResult("sandbox_error") for _ in range(tests)],
+                      error={"type": "SandboxError", "message": message, "line": None})

@@ -1,0 +1,569 @@
+# ruff: noqa: S102, BLE001, S110, SIM102  (this file runs untrusted code and must survive anything it does)
+"""The pre-started worker inside the sandbox: pays the interpreter and namespace start-up once,
+then forks one fresh child per program (and per stdin/stdout test, or after a test that timed out
+or crashed, to go on with the remaining tests).
+
+Standard library only. Talks to the trusted side over fds 0/1 in frames (4-byte big-endian
+length + JSON). Two modes:
+- `priv` (local bubblewrap backend): the zygote keeps only CAP_SETUID/CAP_SETGID; each child
+  joins the per-program cgroup, drops to the worker's unprivileged uid, sets no_new_privs and
+  rlimits. The program cannot signal or trace the zygote (another uid).
+- `same-uid` (docker backend, container user already unprivileged): the zygote is pid 1 of the
+  container, which the kernel shields from signals sent inside the namespace, and it makes
+  itself non-dumpable so the program cannot ptrace it or read its memory.
+After every program, every process of the program uid is killed, its files and SysV IPC objects
+removed, so nothing carries over to the next program.
+"""
+import argparse
+import ctypes
+import json
+import os
+import resource
+import select
+import shutil
+import signal
+import struct
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness
+
+PR_SET_DUMPABLE = 4
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_PDEATHSIG = 1
+IPC_RMID = 0
+CHANNEL_MAX = 16 << 20
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+# ----------------------------------------------------------------------------- framing
+def read_exact(fd, n):
+    chunks = []
+    while n:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(fd):
+    header = read_exact(fd, 4)
+    if header is None:
+        return None
+    body = read_exact(fd, struct.unpack(">I", header)[0])
+    return None if body is None else json.loads(body)
+
+
+def write_frame(fd, obj):
+    data = json.dumps(obj).encode()
+    data = struct.pack(">I", len(data)) + data
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+# ----------------------------------------------------------------------------- the child
+def child_setup(opts, limits, stdin_data, out_w, err_w, chan_w):
+    """In the forked child, before any untrusted code: cgroup, rlimits, uid, fds."""
+    os.setsid()
+    for procs in opts.cgroup_procs:
+        with open(procs, "w") as f:  # "0" = the writing task itself
+            f.write("0")
+    if opts.mode == "priv":
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    cpu = max(1, int(limits["cpu_s"] + 0.999))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits["file_bytes"], limits["file_bytes"]))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+    resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0))
+    if opts.rlimit_as:  # backstop when no memory cgroup is in force
+        cap = limits["memory_bytes"] + (256 << 20)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    if opts.rlimit_nproc:  # backstop when no pids cgroup is in force (dedicated uid per worker)
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"], limits["processes"]))
+    if stdin_data is None:
+        stdin_fd = os.open("/dev/null", os.O_RDONLY)
+    else:
+        stdin_fd = os.memfd_create("stdin")
+        os.write(stdin_fd, stdin_data.encode("utf-8", "surrogateescape"))
+        os.lseek(stdin_fd, 0, os.SEEK_SET)
+    for src, dst in ((stdin_fd, 0), (out_w, 1), (err_w, 2), (chan_w, 3)):
+        os.dup2(src, dst, inheritable=True)
+    for fd in os.listdir("/proc/self/fd"):
+        if int(fd) > 3:
+            try:
+                os.close(int(fd))
+            except OSError:
+                pass
+    if opts.mode == "priv":
+        os.setgroups([])
+        os.setresgid(opts.uid, opts.uid, opts.uid)
+        os.setresuid(opts.uid, opts.uid, opts.uid)
+    _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    os.chdir(opts.workdir)
+    os.environ.clear()
+    os.environ.update({"PATH": "/usr/bin", "HOME": opts.workdir, "LANG": "C.UTF-8", "TMPDIR": opts.workdir})
+    sys.setrecursionlimit(3000)
+
+
+def run_child(opts, request, indices, stdin_data, deadline):
+    """Fork a child for tests[indices] (or the script run when stdin_data is not None), watch it
+    until it ends or a deadline, and return what came out."""
+    limits = request["limits"]
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    chan_r, chan_w = os.pipe()
+    oom_before = oom_kills(opts)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(out_r), os.close(err_r), os.close(chan_r)
+            child_setup(opts, limits, stdin_data, out_w, err_w, chan_w)
+            if stdin_data is None:
+                harness.run_tests(request["program"], request["tests"], indices, request["trace"], 3)
+            else:
+                harness.run_script(request["program"], request["trace"], 3, indices[0])
+            harness._flush_std()
+        except BaseException:  # noqa: BLE001
+            pass
+        os._exit(0)
+    os.close(out_w), os.close(err_w), os.close(chan_w)
+    pidfd = os.pidfd_open(pid)
+    watch = Watch(limits, deadline)
+    poller = select.poll()
+    names = {out_r: "stdout", err_r: "stderr", chan_r: "chan", pidfd: "exit"}
+    for fd in names:
+        poller.register(fd, select.POLLIN)
+    open_fds, exited, wait_status, rusage = set(names), False, None, None
+    while True:
+        now = time.monotonic()
+        budget = watch.next_deadline() - now
+        if budget <= 0:
+            watch.timed_out = True
+            break
+        if exited and not (open_fds & {out_r, err_r, chan_r}):
+            break
+        for fd, _ in poller.poll(max(1, int(budget * 1000)) if not exited else 50):
+            if names[fd] == "exit":
+                _, wait_status, rusage = os.wait4(pid, 0)
+                exited = True
+                poller.unregister(fd)
+                open_fds.discard(fd)
+                continue
+            data = os.read(fd, 1 << 16)
+            if not data:
+                poller.unregister(fd)
+                open_fds.discard(fd)
+                continue
+            watch.feed(names[fd], data)
+        if watch.over_limit:
+            break
+        if exited and open_fds & {out_r, err_r, chan_r}:
+            # the program ended but something it started still holds a pipe: drain briefly
+            if time.monotonic() - watch.exit_seen(now) > 0.05:
+                break
+    if not exited:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            _, wait_status, rusage = os.wait4(pid, 0)
+        except (ChildProcessError, ProcessLookupError):
+            pass
+    kill_program(opts, pid)
+    for fd in (out_r, err_r, chan_r, pidfd):
+        os.close(fd)
+    watch.finish(wait_status, rusage, oom_kills(opts) > oom_before)
+    return watch
+
+
+class Watch:
+    """What one child produced: capped stdout/stderr, result-channel events, how it ended."""
+
+    def __init__(self, limits, deadline):
+        self.limits, self.deadline = limits, deadline
+        self.stdout, self.stderr, self.chan = bytearray(), bytearray(), bytearray()
+        self.output_bytes = 0
+        self.events, self.current, self.test_started = [], None, None
+        self.timed_out = self.over_limit = False
+        self.exit_time = None
+        self.signal = self.exit_code = None
+        self.maxrss = 0
+        self.oom = False
+
+    def exit_seen(self, now):
+        if self.exit_time is None:
+            self.exit_time = now
+        return self.exit_time
+
+    def next_deadline(self):
+        if self.test_started is not None and self.current is not None:
+            return min(self.deadline, self.test_started + self.current_timeout)
+        return self.deadline
+
+    def feed(self, name, data):
+        if name == "chan":
+            self.chan += data
+            if len(self.chan) > CHANNEL_MAX:
+                self.over_limit = True
+                return
+            while b"\n" in self.chan:
+                line, _, rest = bytes(self.chan).partition(b"\n")
+                self.chan = bytearray(rest)
+                self.on_event(line)
+            return
+        self.output_bytes += len(data)
+        buffer = self.stdout if name == "stdout" else self.stderr
+        room = self.limits["output_bytes"] - len(buffer)
+        buffer += data[:max(room, 0)]
+        if self.output_bytes > self.limits["output_bytes"]:
+            self.over_limit = True
+
+    def on_event(self, line):
+        try:
+            event = json.loads(line)
+            kind = event["ev"]
+        except (ValueError, KeyError, TypeError):
+            return  # garbage on the channel is the program's doing; it only loses its results
+        self.events.append(event)
+        if kind == "start":
+            self.current = event.get("i")
+            self.test_started = time.monotonic()
+            self.current_timeout = self.timeout_of(self.current)
+        elif kind == "end":
+            self.current = self.test_started = None
+
+    def timeout_of(self, i):
+        per_test = self.limits.get("per_test_timeouts") or []
+        if isinstance(i, int) and 0 <= i < len(per_test) and per_test[i]:
+            return float(per_test[i])
+        return float(self.limits["per_test_wall_s"])
+
+    def finish(self, wait_status, rusage, oom):
+        self.oom = oom
+        if rusage is not None:
+            self.maxrss = rusage.ru_maxrss * 1024
+        if wait_status is not None:
+            if os.WIFSIGNALED(wait_status):
+                self.signal = os.WTERMSIG(wait_status)
+            else:
+                self.exit_code = os.WEXITSTATUS(wait_status)
+
+
+# ----------------------------------------------------------------------------- cleanup
+def oom_kills(opts):
+    if not opts.memcg:
+        return 0
+    try:
+        name = "memory.events" if opts.cgroup_version == 2 else "memory.oom_control"
+        with open(os.path.join(opts.memcg, name)) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+    except OSError:
+        pass
+    return 0
+
+
+def _other_pids():
+    me = os.getpid()
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != me]
+
+
+def _as_program_uid(opts, action):
+    """Run `action` in a helper that has dropped to the program uid (never as root)."""
+    helper = os.fork()
+    if helper == 0:
+        try:
+            os.setgroups([])
+            os.setresgid(opts.uid, opts.uid, opts.uid)
+            os.setresuid(opts.uid, opts.uid, opts.uid)
+            if os.getuid() != 0 and os.geteuid() != 0:
+                action(opts)
+        except BaseException as error:  # noqa: BLE001 - reported, and the leftover check catches the rest
+            os.write(2, f"zygote helper: {type(error).__name__}: {error}\n".encode())
+        finally:
+            os._exit(0)
+    os.waitpid(helper, 0)
+
+
+def _kill_minus_one(_opts=None):
+    """kill(-1, SIGKILL): every process we may signal except ourselves (and pid 1 of the
+    namespace). Only ever called as pid 1 of our own pid namespace, or as the program uid."""
+    assert os.getpid() == 1 or (os.getuid() != 0 and os.geteuid() != 0)
+    for _ in range(100):
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            break
+
+
+def kill_program(opts, pid):
+    """Kill the child and everything it started, reap what is ours, remove what it wrote."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    if os.getpid() == 1:  # our own pid namespace: kill(-1) reaches the program's processes only
+        _kill_minus_one()
+    elif opts.mode == "priv":  # degraded, no pid namespace: the dedicated uid, from a helper
+        _as_program_uid(opts, _kill_minus_one)
+    for procs in opts.cgroup_procs:
+        _kill_listed(procs)
+    reap(pid)
+    if something_to_clean(opts):
+        if opts.mode == "priv":
+            _as_program_uid(opts, clean_files)
+        else:
+            clean_files(opts)
+
+
+def something_to_clean(opts):
+    if opts.mode == "priv":
+        # the work dir belongs to the program uid and may be unreadable to us; on tmpfs a
+        # directory's size counts its entries, which the owner cannot fake (unlike its mtime)
+        if not opts.tmpfs_workdir or os.stat(opts.workdir).st_size != opts.empty_size:
+            return True
+    for root in ([] if opts.mode == "priv" else [opts.workdir]) + opts.scratch:
+        try:
+            if os.listdir(root):
+                return True
+        except OSError:
+            pass
+    for kind in ("shm", "msg", "sem"):
+        try:
+            with open(f"/proc/sysvipc/{kind}") as f:
+                if len(f.read().splitlines()) > 1:
+                    return True
+        except OSError:
+            pass
+    return False
+
+
+def _kill_listed(procs):
+    try:
+        with open(procs) as f:
+            for line in f:
+                try:
+                    os.kill(int(line), signal.SIGKILL)
+                except (OSError, ValueError):
+                    pass
+    except OSError:
+        pass
+
+
+def reap(pid):
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        try:
+            got, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            got = None
+        if os.getpid() != 1:
+            return
+        if not _other_pids():
+            return
+        if not got:
+            time.sleep(0.002)
+
+
+def leftovers():
+    """Processes other than us inside our namespace (only meaningful as pid 1)."""
+    return _other_pids() if os.getpid() == 1 else []
+
+
+def clean_files(opts):
+    """Remove everything the program wrote, and its SysV IPC objects (runs as the program uid
+    in priv mode, so directories it made unreadable can be opened again by their owner)."""
+    for root in [opts.workdir] + opts.scratch:
+        if not os.path.isdir(root):
+            continue
+        for name in os.listdir(root):
+            _remove(os.path.join(root, name))
+    for kind, ctl in (("shm", _libc.shmctl), ("msg", _libc.msgctl), ("sem", _libc.semctl)):
+        try:
+            with open(f"/proc/sysvipc/{kind}") as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            ident = int(row.split()[1])
+            if kind == "sem":
+                ctl(ident, 0, IPC_RMID, None)
+            else:
+                ctl(ident, IPC_RMID, None)
+
+
+def _remove(path):
+    def fix(func, target, _exc):
+        try:
+            os.chmod(os.path.dirname(target), 0o700)
+            os.chmod(target, 0o700)
+        except OSError:
+            pass
+        try:
+            func(target)
+        except OSError:
+            pass
+    if os.path.isdir(path) and not os.path.islink(path):
+        try:
+            os.chmod(path, 0o700)
+        except OSError:
+            pass
+        shutil.rmtree(path, onerror=fix)
+    else:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+# ----------------------------------------------------------------------------- one program
+def handle(opts, request):
+    started = time.monotonic()
+    limits = request["limits"]
+    deadline = started + float(limits["wall_s"])
+    tests = request["tests"]
+    reports = [None] * len(tests)
+    out = {"stdout": bytearray(), "stderr": bytearray(), "lines": set(), "load": None,
+           "program_timeout": False, "output_limit": False, "maxrss": 0, "leftovers": 0}
+
+    def absorb(watch):
+        for name in ("stdout", "stderr"):
+            room = limits["output_bytes"] - len(out[name])
+            out[name] += getattr(watch, name)[:max(room, 0)]
+        out["output_limit"] |= watch.over_limit
+        out["maxrss"] = max(out["maxrss"], watch.maxrss)
+        for event in watch.events:
+            if event.get("lines"):
+                out["lines"].update(x for x in event["lines"] if isinstance(x, int))
+
+    def load_status(watch):
+        for event in watch.events:
+            if event.get("ev") == "load" and event.get("status") != "ok":
+                return event
+        return None
+
+    def abnormal(watch):
+        """How a child ended that did not report the end of its test."""
+        if watch.over_limit:
+            return {"how": "output_limit"}
+        if watch.timed_out:
+            return {"how": "timeout", "scope": "program" if time.monotonic() >= deadline else "test"}
+        if watch.oom:
+            return {"how": "memory"}
+        if watch.signal is not None:
+            return {"how": "signal", "signal": watch.signal}
+        return {"how": "exit", "exit_code": watch.exit_code}
+
+    i = 0
+    while i < len(tests) or (not tests and out["load"] is None):
+        if time.monotonic() >= deadline:
+            out["program_timeout"] = True
+            break
+        if tests and tests[i]["kind"] == "stdio":
+            watch = run_child(opts, request, [i], tests[i].get("stdin") or "", deadline)
+            watch_index = {i: i}
+            indices = [i]
+        else:
+            stop = i
+            while stop < len(tests) and tests[stop]["kind"] != "stdio":
+                stop += 1
+            indices = list(range(i, stop))
+            watch = run_child(opts, request, indices, None, deadline)
+            watch_index = {k: k for k in indices}
+        absorb(watch)
+        failed_load = load_status(watch)
+        if failed_load and not tests:
+            out["load"] = failed_load
+            break
+        if failed_load:
+            out["load"] = failed_load
+            break
+        loaded = any(e.get("ev") == "load" and e.get("status") == "ok" for e in watch.events)
+        if not tests:
+            out["load"] = {"status": "ok"} if loaded else {"status": "died", **abnormal(watch)}
+            break
+        if not loaded:  # died while loading the module (timeout, memory, crash, os._exit)
+            out["load"] = {"status": "died", **abnormal(watch)}
+            break
+        stdout_for = tests[i]["kind"] == "stdio"
+        finished = set()
+        for event in watch.events:
+            if event.get("ev") == "end" and event.get("i") in watch_index:
+                k = watch_index[event["i"]]
+                report = {key: event.get(key) for key in ("status", "actual", "error", "wall_s")}
+                if stdout_for:
+                    report["actual"] = bytes(watch.stdout).decode("utf-8", "replace")
+                    report["stderr"] = bytes(watch.stderr).decode("utf-8", "replace")
+                reports[k] = report
+                finished.add(k)
+        missing = [k for k in indices if k not in finished]
+        if not missing:
+            i = indices[-1] + 1
+            continue
+        first = missing[0]
+        started_tests = [watch_index.get(e.get("i")) for e in watch.events if e.get("ev") == "start"]
+        reports[first] = {"status": "died", "wall_s": None, **abnormal(watch)}
+        if first not in started_tests:  # ended between tests (e.g. os._exit at load's end)
+            reports[first]["before_start"] = True
+        if watch.over_limit:
+            out["output_limit"] = True
+            break
+        if watch.timed_out and time.monotonic() >= deadline:
+            out["program_timeout"] = True
+            break
+        i = first + 1
+    out["leftovers"] = len(leftovers())
+    return {
+        "tests": reports,
+        "load": out["load"],
+        "stdout": bytes(out["stdout"]).decode("utf-8", "replace"),
+        "stderr": bytes(out["stderr"]).decode("utf-8", "replace"),
+        "lines": sorted(out["lines"]) if request["trace"] else None,
+        "program_timeout": out["program_timeout"],
+        "output_limit": out["output_limit"],
+        "maxrss": out["maxrss"],
+        "leftovers": out["leftovers"],
+        "wall_s": time.monotonic() - started,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=["priv", "same-uid"], required=True)
+    parser.add_argument("--uid", type=int, default=65534)
+    parser.add_argument("--workdir", default="/tmp/w")
+    parser.add_argument("--scratch", action="append", default=[], help="more dirs to empty after a run")
+    parser.add_argument("--cgroup-procs", action="append", default=[])
+    parser.add_argument("--memcg", default="")
+    parser.add_argument("--cgroup-version", type=int, default=1)
+    parser.add_argument("--rlimit-as", action="store_true")
+    parser.add_argument("--rlimit-nproc", action="store_true")
+    parser.add_argument("--tmpfs-workdir", action="store_true", help="the work dir is on our own tmpfs")
+    opts = parser.parse_args()
+    _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    os.makedirs(opts.workdir, exist_ok=True)
+    os.chmod(opts.workdir, 0o700)
+    if opts.mode == "priv":
+        os.chown(opts.workdir, opts.uid, opts.uid)
+    opts.empty_size = os.stat(opts.workdir).st_size
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    write_frame(1, {"ready": True, "pid": os.getpid()})
+    while True:
+        request = read_frame(0)
+        if request is None:
+            return
+        try:
+            reply = handle(opts, request)
+        except Exception as error:  # noqa: BLE001 - our own fault: report, the trusted side recycles us
+            reply = {"sandbox_error": f"{type(error).__name__}: {error}"}
+        write_frame(1, reply)
+
+
+if __name__ == "__main__":
+    main()

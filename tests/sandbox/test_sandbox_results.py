@@ -1,0 +1,96 @@
+"""Trusted-side decoding, comparison and classification (no sandbox needed)."""
+import math
+
+from sandbox import ExecRequest, TestCase
+from sandbox.results import Opaque, build_result, decode_value, stdout_matches, values_equal
+from sandbox.runtime.harness import encode_actual
+
+
+class AlwaysEqual:
+    def __eq__(self, other):
+        return True
+
+
+class LyingInt(int):
+    def __eq__(self, other):
+        return True
+
+
+def roundtrip(value):
+    return decode_value(encode_actual(value))
+
+
+def test_roundtrip_keeps_types():
+    value = {"a": (1, 2.5, None), "b": [True, "x"], 3: {4, 5}, "c": b"\x00\xff", "d": complex(1, -2)}
+    assert roundtrip(value) == value
+    assert type(roundtrip((1, 2))) is tuple
+    assert math.isinf(roundtrip(float("-inf"))) and math.isnan(roundtrip(float("nan")))
+
+
+def test_objects_that_lie_about_equality_are_opaque():
+    for liar in (AlwaysEqual(), LyingInt(7), [LyingInt(1)]):
+        decoded = roundtrip(liar)
+        assert not values_equal(decoded, 7)
+        assert not values_equal(decoded, [1])
+    assert isinstance(roundtrip(AlwaysEqual()), Opaque)
+
+
+def test_too_large_values_become_opaque():
+    assert isinstance(roundtrip(list(range(20_000))), Opaque)
+    nested = []
+    for _ in range(200):
+        nested = [nested]
+    assert isinstance(roundtrip(nested), Opaque)
+
+
+def test_float_tolerance_and_sequences():
+    assert values_equal(0.1 + 0.2, 0.3)  # default rtol 1e-9
+    assert not values_equal(1.0, 1.001)
+    assert values_equal(1.0, 1.001, atol=0.01)
+    assert values_equal([1, 2.0000000001], (1, 2))  # JSON has no tuple: list and tuple compare alike
+    assert not values_equal([1, 2], [1, 2, 3])
+    assert not values_equal("1", 1)
+    assert values_equal({"a": [1.0]}, {"a": [1]})
+    assert not values_equal(float("nan"), 1.0) and values_equal(float("nan"), float("nan"))
+
+
+def test_decode_rejects_unknown_shapes():
+    assert isinstance(decode_value({"__class__": "os.system"}), Opaque)
+    assert isinstance(decode_value({"$bytes": "zz"}), Opaque)
+
+
+def test_stdout_matching_ignores_trailing_whitespace_only():
+    assert stdout_matches("3 \n4\n\n", "3\n4")
+    assert not stdout_matches("3\n 4\n", "3\n4\n")
+
+
+def test_classification_from_a_reply():
+    request = ExecRequest("def f(x): return x", [TestCase.call_expr("f(1)", 1), TestCase.call_expr("f(2)", 3),
+                                                  TestCase.assertion("assert f(1) == 2")])
+    reply = {"load": {"status": "ok"}, "stdout": "", "stderr": "", "wall_s": 0.01, "maxrss": 0,
+             "tests": [{"status": "ok", "actual": 1, "wall_s": 0.0},
+                       {"status": "ok", "actual": 2, "wall_s": 0.0},
+                       {"status": "error", "error": {"type": "AssertionError", "message": "", "line": None}}]}
+    result = build_result(request, reply, "test", {})
+    assert [t.status for t in result.tests] == ["passed", "failed", "failed"]
+    assert result.status == "failed"
+    reply["tests"][1] = {"status": "died", "how": "signal", "signal": 11}
+    result = build_result(request, reply, "test", {})
+    assert result.tests[1].status == "runtime_error" and result.tests[1].error["type"] == "SIGSEGV"
+    assert result.status == "runtime_error"
+    reply["tests"][1] = {"status": "died", "how": "signal", "signal": 24}
+    assert build_result(request, reply, "test", {}).tests[1].status == "timeout"  # SIGXCPU
+
+
+def test_malformed_replies_are_sandbox_errors_or_ignored():
+    request = ExecRequest("x = 1", [TestCase.call_expr("x", 1)])
+    assert build_result(request, "garbage", "test", {}).status == "sandbox_error"
+    result = build_result(request, {"tests": "nope", "load": {"status": "ok"}}, "test", {})
+    assert result.tests[0].status == "not_run" and result.status == "runtime_error"
+
+
+def test_expected_values_never_enter_the_sandbox_payload():
+    request = ExecRequest("def f(): pass", [TestCase.call_expr("f()", "EXPECTED-1"),
+                                            TestCase.call_args("f", [], "EXPECTED-2"),
+                                            TestCase.stdio("in", "EXPECTED-3")])
+    assert "EXPECTED" not in repr(request.to_sandbox())
