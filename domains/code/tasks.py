@@ -220,9 +220,10 @@ def compute_expected(tasks: list[CodeTask], pending: dict[str, list[str]], *, ba
             if result.status == "sandbox_error":
                 raise TaskError(f"{task.task_id}: the sandbox failed while computing expected outputs: "
                                 f"{result.error}")
-            outputs = [t.actual if t.status in ("passed", "failed") and t.error is None else None
+            # cached as repr text (tuples and sets survive; read back with ast.literal_eval, never eval)
+            outputs = [{"ok": t.status in ("passed", "failed") and t.error is None, "repr": repr(t.actual)}
                        for t in result.tests]
-            outputs += [None] * (len(calls) - len(outputs))
+            outputs += [{"ok": False, "repr": "None"}] * (len(calls) - len(outputs))
             tmp = cache_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(outputs))
             os.replace(tmp, cache_file)
@@ -231,30 +232,25 @@ def compute_expected(tasks: list[CodeTask], pending: dict[str, list[str]], *, ba
     return counts
 
 
-def _attach(task: CodeTask, calls: list[str], outputs: list[Any], counts: dict[str, int]) -> None:
-    """Replace the pending call tests of `task` by tests with the computed expected values."""
+def _attach(task: CodeTask, calls: list[str], outputs: list[dict], counts: dict[str, int]) -> None:
+    """Replace the pending call tests of `task` by tests with the computed expected values; a call
+    whose canonical run failed, or whose value is not plain data, is dropped and counted."""
     by_call = dict(zip(calls, outputs))
     kept = []
     for test in task.tests:
         if "call" in test and test.get("pending"):
-            actual = by_call.get(test["call"])
-            if actual is None:
+            output = by_call.get(test["call"]) or {"ok": False}
+            try:
+                expected = ast.literal_eval(output["repr"]) if output["ok"] else None
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                output = {"ok": False}
+            if not output["ok"]:
                 counts["dropped_canonical_failed"] += 1
                 continue
-            kept.append({"call": test["call"], "expected": decode_actual(actual), "atol": test.get("atol", 0.0)})
+            kept.append({"call": test["call"], "expected": expected, "atol": test.get("atol", 0.0)})
         else:
             kept.append(test)
     task.tests = kept
-
-
-def decode_actual(actual: Any) -> Any:
-    """A value as the sandbox returned it (its repr as a string, or JSON) -> a Python value."""
-    if isinstance(actual, str):
-        try:
-            return ast.literal_eval(actual)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            return actual
-    return actual
 
 
 def _plus_tasks(path: Path, *, include_plus: bool, max_tests: int, tuples_from_contract: bool) -> list[CodeTask]:

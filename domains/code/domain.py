@@ -1,0 +1,146 @@
+"""`CodeDomain`: code tasks as prompts, compiler-feedback rewards, execution-labelled preference pairs.
+
+    domain = CodeDomain(tasks="easy", reward="stepcoder")
+    prompts = list(domain.prompts("train"))
+    outputs = domain.reward(prompts, completions, completion_offsets=offsets)   # FGO masks with offsets
+
+Prompt styles: `chat` (an instruction plus the code prompt in a ```python fence; the model answers
+with a fenced function) or `completion` (the raw code prompt; the model continues the function
+body). CCCS (`cccs=True`) always uses completion style: the prompt ends inside the canonical
+solution and the model writes the rest.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from align.types import PreferencePair, Prompt, RewardOutput
+from domains.code.cccs import CCCSSchedule, Curriculum, stage_prompt
+from domains.code.easy import split_easy
+from domains.code.rewards import RewardSettings, code_rewards
+from domains.code.tasks import CodeTask, load_tasks
+
+log = logging.getLogger(__name__)
+
+CHAT_INSTRUCTION = "Complete this Python function. Answer with the whole function in a ```python code block."
+COMPLETION_STOP = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert", "\n```"]
+"""Stop strings for completion style: a new top-level statement ends the function (HumanEval practice)."""
+
+
+def chat_text(task: CodeTask) -> str:
+    return f"{CHAT_INSTRUCTION}\n\n```python\n{task.prompt}```"
+
+
+def task_prompt(task: CodeTask, style: str = "chat", fraction: float = 0.0) -> Prompt:
+    """The Prompt for `task`: `meta` carries what the reward needs (tests, entry point, code prompt)."""
+    meta: dict[str, Any] = {"task_id": task.task_id, "entry_point": task.entry_point, "tests": task.tests,
+                            "atol": task.atol}
+    if fraction > 0 or style == "completion":
+        code_prompt, prefix = stage_prompt(task, fraction) if fraction > 0 else (task.prompt, "")
+        meta.update(code_prompt=code_prompt, continuation=True if fraction > 0 else None, cccs_prefix=prefix,
+                    cccs_fraction=fraction, style="completion", stop=COMPLETION_STOP)
+        reference = task.canonical_solution[len(prefix):]
+        return Prompt(prompt=code_prompt, id=task.task_id, reference=reference, meta=meta)
+    meta.update(code_prompt=task.prompt, continuation=None, style="chat", stop=None)
+    return Prompt(prompt=chat_text(task), id=task.task_id, reference=task.prompt + task.canonical_solution, meta=meta)
+
+
+class CCCSPrompts:
+    """Prompts of the current CCCS stage, built when iterated (so the stage may change mid-run)."""
+
+    def __init__(self, tasks: list[CodeTask], curriculum: Curriculum):
+        self.tasks, self.curriculum = tasks, curriculum
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __iter__(self) -> Iterator[Prompt]:
+        for task in self.tasks:
+            yield task_prompt(task, "completion", self.curriculum.fraction)
+
+
+class CodeDomain:
+    """Code generation with rewards from running the code (StepCoder / RLTF); see the package README."""
+
+    name = "code"
+
+    def __init__(self, tasks: str = "easy", reward: str = "stepcoder", prompt_style: str = "chat",
+                 load_error_as: str = "compile", seed: int = 0, held_out_fraction: float = 0.2,
+                 limit: int = -1, cccs: bool = False, cccs_fractions: list[float] | None = None,
+                 cccs_threshold: float = 0.5, cccs_window: int = 64, pairs: str | None = None,
+                 eval_pairs: str | None = None, backend: str = "auto", workers: int = 2, wall_s: float = 10.0,
+                 strict: bool = False, include_plus: bool = True, max_tests: int = 50):
+        if prompt_style not in ("chat", "completion"):
+            raise ValueError(f"domain_options.prompt_style: expected `chat` or `completion`, got {prompt_style!r}")
+        self.task_source = tasks
+        self.settings = RewardSettings(scheme=reward, load_error_as=load_error_as, backend=backend, workers=workers,
+                                       wall_s=wall_s, strict=strict)
+        self.settings.validate()
+        self.prompt_style = prompt_style
+        self.seed, self.held_out_fraction, self.limit = seed, held_out_fraction, limit
+        self.pairs_path, self.eval_pairs_path = pairs, eval_pairs
+        self.load_options = {"include_plus": include_plus, "max_tests": max_tests, "backend": backend, "seed": seed}
+        self.curriculum = None
+        if cccs:
+            schedule = CCCSSchedule(**{k: v for k, v in (("fractions", cccs_fractions), ("threshold", cccs_threshold),
+                                                         ("window", cccs_window)) if v is not None})
+            self.curriculum = Curriculum(schedule)
+        self.dropped_sandbox_errors = 0
+        self._tasks: list[CodeTask] | None = None
+
+    # ---------------------------------------------------------------- data
+    def tasks(self, split: str = "all") -> list[CodeTask]:
+        """`train` / `test` (held-out) for the easy set; a benchmark or task file is one set served
+        for every split (evaluate benchmarks whole; train on your own task file)."""
+        if self._tasks is None:
+            self._tasks = load_tasks(self.task_source, **self.load_options)
+        tasks = self._tasks
+        if self.task_source == "easy" and split in ("train", "test"):
+            train, held_out = split_easy(tasks, self.held_out_fraction)
+            tasks = train if split == "train" else held_out
+        elif split not in ("train", "test", "all"):
+            raise ValueError(f"code domain: unknown split {split!r} (expected train, test or all)")
+        return tasks[: self.limit] if self.limit > 0 else tasks
+
+    def prompts(self, split: str) -> Any:
+        tasks = self.tasks(split)
+        if self.curriculum is not None and split == "train":
+            return CCCSPrompts(tasks, self.curriculum)
+        return [task_prompt(task, self.prompt_style) for task in tasks]
+
+    def preferences(self, split: str) -> list[PreferencePair]:
+        """Execution-labelled pairs from the configured file (`domain_options.pairs=...`)."""
+        from align.data import load_preferences, split_train_eval
+
+        if not self.pairs_path:
+            raise ValueError(
+                "code domain: no preference pairs configured. Make them by running a policy on the tasks:\n"
+                "  python -m domains.code.pairs --tasks easy --model smollm2-135m --samples 4 --out runs/code_pairs.jsonl\n"
+                "then pass domain_options.pairs=runs/code_pairs.jsonl (or data=runs/code_pairs.jsonl to `align rm`).")
+        if split == "test" and self.eval_pairs_path:
+            return load_preferences(self.eval_pairs_path).pairs
+        pairs = load_preferences(self.pairs_path).pairs
+        train, held_out = split_train_eval(pairs, 0.1, self.seed)
+        return held_out if split == "test" else train
+
+    # ---------------------------------------------------------------- reward
+    def reward(self, prompts: list[Prompt], completions: list[str], **meta: Any) -> list[RewardOutput]:
+        """Run every completion's program against its prompt's tests; see domains/code/rewards.py.
+
+        `completion_offsets` (each completion's token character spans) turns on FGO masks. Samples
+        the sandbox failed on get reward None (dropped by the trainer, counted here)."""
+        outputs = code_rewards(prompts, completions, self.settings, meta.get("completion_offsets"))
+        self.dropped_sandbox_errors += sum(1 for o in outputs if o.reward is None)
+        if self.curriculum is not None:
+            staged = [o.parts.get("status") == "passed" for p, o in zip(prompts, outputs)
+                      if p.meta.get("cccs_fraction") is not None and o.reward is not None]
+            if staged and self.curriculum.record(staged):
+                log.info("CCCS: stage %d (prefix fraction %.2f)", self.curriculum.stage, self.curriculum.fraction)
+        return outputs
+
+    def evaluate(self, config: Any, run_dir: Any) -> dict:
+        """`align eval domain=code`: pass@k for `config.model`, per-status counts, report.md + PNG."""
+        from domains.code.evaluate import evaluate_code
+
+        return evaluate_code(self, config, run_dir)
