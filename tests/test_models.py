@@ -292,3 +292,25 @@ def test_smollm2_converts_and_answers():
     assert "Paris" in answer
     reward_model = load_reward_model("smollm2-135m")
     assert reward_model.model.config.pad_token_id == tokenizer.pad_token_id and reward_model.hidden_size == 576
+
+
+def test_foreign_classifier_keeps_its_head_and_missing_pooler_is_reported(tmp_path):
+    # A sequence-classification checkpoint from elsewhere (no align metadata): its trained head is kept.
+    source = load_reward_model("tiny-llama", num_heads=2, head_names=["a", "b"]).eval()
+    source.model.save_pretrained(tmp_path / "foreign")
+    source.tokenizer.save_pretrained(tmp_path / "foreign")
+    input_ids, attention_mask = batch(source.tokenizer, TEXTS)
+    with torch.no_grad():
+        expected = source(input_ids, attention_mask).rewards
+        loaded = load_reward_model(str(tmp_path / "foreign"), num_heads=2).eval()
+        torch.testing.assert_close(loaded(input_ids, attention_mask).rewards, expected)
+    assert RewardModel.from_pretrained(tmp_path / "foreign").head_names == ["a", "b"]  # from config.id2label
+
+    # A BERT checkpoint saved without a pooler: the pooler starts random, and the user is told.
+    from transformers import BertModel
+
+    tiny_bert = resolve_model_path("tiny-bert")
+    BertModel.from_pretrained(tiny_bert, add_pooling_layer=False).save_pretrained(tmp_path / "no-pooler")
+    load_tokenizer("tiny-bert").save_pretrained(tmp_path / "no-pooler")
+    with pytest.warns(UserWarning, match=r"pooler"):
+        load_reward_model(str(tmp_path / "no-pooler"))
