@@ -1,4 +1,4 @@
-# ruff: noqa: S102, BLE001, S110, SIM102  (this file runs untrusted code and must survive anything it does)
+# ruff: noqa: S102, BLE001, S110  (this file runs untrusted code and must survive anything it does)
 """Runs inside the sandbox, in the forked child that executes the untrusted program.
 
 Standard library only (the sandbox runtime is a bare interpreter started with `-I -S`).
@@ -172,7 +172,7 @@ def load_program(source, module_name, channel, tracer):
         tracer.start()
     try:
         exec(code, module.__dict__)
-    except BaseException as error:  # noqa: BLE001 - SystemExit/KeyboardInterrupt at load are load errors too
+    except BaseException as error:
         lines = tracer.take() if tracer else None
         _flush_std()
         status = "memory" if isinstance(error, MemoryError) else "load"
@@ -211,7 +211,7 @@ def run_tests(source, tests, indices, trace, result_fd):
         try:
             value = run_one(tests[i], namespace)
             outcome = {"status": "ok", "actual": None}
-        except BaseException as error:  # noqa: BLE001 - report every kind of failure of untrusted code
+        except BaseException as error:
             value, outcome = None, {"status": "error", "error": describe_error(error)}
             if isinstance(error, MemoryError):
                 outcome["status"] = "memory"
@@ -247,7 +247,7 @@ def run_script(source, trace, result_fd, index):
     except SystemExit as error:
         if error.code not in (None, 0):
             outcome = {"status": "error", "error": describe_error(error)}
-    except BaseException as error:  # noqa: BLE001
+    except BaseException as error:
         outcome = {"status": "memory" if isinstance(error, MemoryError) else "error",
                    "error": describe_error(error)}
     lines = tracer.take() if tracer else None

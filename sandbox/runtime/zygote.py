@@ -1,4 +1,4 @@
-# ruff: noqa: S102, BLE001, S110, SIM102  (this file runs untrusted code and must survive anything it does)
+# ruff: noqa: BLE001, S110, SIM102  (this file runs untrusted code and must survive anything it does)
 """The pre-started worker inside the sandbox: pays the interpreter and namespace start-up once,
 then forks one fresh child per program (and per stdin/stdout test, or after a test that timed out
 or crashed, to go on with the remaining tests).
@@ -74,6 +74,12 @@ def child_setup(opts, limits, stdin_data, out_w, err_w, chan_w):
             f.write("0")
     if opts.mode == "priv":
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if opts.oom_adjust:
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write("1000")
+        except OSError:
+            pass
     cpu = max(1, int(limits["cpu_s"] + 0.999))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits["file_bytes"], limits["file_bytes"]))
@@ -129,7 +135,7 @@ def run_child(opts, request, indices, stdin_data, deadline):
             else:
                 harness.run_script(request["program"], request["trace"], 3, indices[0])
             harness._flush_std()
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             pass
         os._exit(0)
     os.close(out_w), os.close(err_w), os.close(chan_w)
@@ -284,7 +290,7 @@ def _as_program_uid(opts, action):
             os.setresuid(opts.uid, opts.uid, opts.uid)
             if os.getuid() != 0 and os.geteuid() != 0:
                 action(opts)
-        except BaseException as error:  # noqa: BLE001 - reported, and the leftover check catches the rest
+        except BaseException as error:
             os.write(2, f"zygote helper: {type(error).__name__}: {error}\n".encode())
         finally:
             os._exit(0)
@@ -544,6 +550,8 @@ def main():
     parser.add_argument("--cgroup-version", type=int, default=1)
     parser.add_argument("--rlimit-as", action="store_true")
     parser.add_argument("--rlimit-nproc", action="store_true")
+    parser.add_argument("--oom-adjust", action="store_true",
+                        help="children raise their OOM score so the kernel picks them, not the zygote")
     parser.add_argument("--tmpfs-workdir", action="store_true", help="the work dir is on our own tmpfs")
     opts = parser.parse_args()
     _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
@@ -560,7 +568,7 @@ def main():
             return
         try:
             reply = handle(opts, request)
-        except Exception as error:  # noqa: BLE001 - our own fault: report, the trusted side recycles us
+        except Exception as error:
             reply = {"sandbox_error": f"{type(error).__name__}: {error}"}
         write_frame(1, reply)
 

@@ -65,7 +65,12 @@ def f():
     result = attack(check_clean, program, [TestCase.call_expr("f()", None)])
     seen = result.tests[0].actual
     assert isinstance(seen, dict), result
-    assert not [p for p, v in seen.items() if v == "READ"], seen
+    readable = {p for p, v in seen.items() if v == "READ"}
+    if check_clean.name == "docker":
+        # docker's own read-only view of the container's cgroup, and the container's /etc/hostname
+        # ("sandbox", not the host's): neither is a host file
+        readable -= {"/sys/fs/cgroup", "/tmp/../etc/hostname"}
+    assert not readable, seen
     assert seen["secret"] == "absent" and seen["secret_anywhere"] is False and seen["uid"] != 0
 
 
@@ -144,7 +149,9 @@ def test_memory_bomb_in_a_child_process(check_clean):
                "    return 'survived'\n")
     result = attack(check_clean, program, [TestCase.call_expr("f()", "survived")], memory_bytes=96 << 20)
     assert result.tests[0].status in ("passed", "memory"), result  # the child died, not the machine
-    assert result.peak_memory_bytes is None or result.peak_memory_bytes <= (96 << 20) + (4 << 20)
+    # local: the program's own cgroup; docker: the container, which also holds the zygote
+    slack = (4 << 20) if check_clean.name == "local" else (64 << 20)
+    assert result.peak_memory_bytes is None or result.peak_memory_bytes <= (96 << 20) + slack
 
 
 def test_fork_bomb(check_clean):
@@ -182,10 +189,12 @@ def test_huge_output_with_invalid_utf8(check_clean):
 
 
 def test_killing_parent_pid1_and_everyone(check_clean):
-    program = ("import os, signal\ndef f():\n    out = []\n    for pid in (os.getppid(), 1):\n        try:\n"
-               "            os.kill(pid, signal.SIGKILL)\n            out.append(pid)\n        except OSError:\n"
-               "            pass\n    return out\n")
-    result = attack(check_clean, program, [TestCase.call_expr("f()", [])])
+    # the parent (the zygote) reports this test's result: if the kill reached it, nothing would
+    program = ("import os, signal\ndef f():\n    for pid in (os.getppid(), 1):\n        for sig in "
+               "(signal.SIGKILL, signal.SIGTERM, signal.SIGSTOP):\n            try:\n"
+               "                os.kill(pid, sig)\n            except OSError:\n                pass\n"
+               "    return 'still answered'\n")
+    result = attack(check_clean, program, [TestCase.call_expr("f()", "still answered")])
     assert result.status == "passed", result
     suicide = "import os, signal\ndef f():\n    os.kill(-1, signal.SIGKILL)\n"
     result = attack(check_clean, suicide)
