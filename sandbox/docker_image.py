@@ -136,7 +136,11 @@ def ensure_image(client) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="build the sandbox root filesystem / image")
     parser.add_argument("--rootfs", help="write the tree to this directory instead of importing it")
+    parser.add_argument("--tag", action="store_true", help="print the image tag for this runtime and exit")
     args = parser.parse_args(argv)
+    if args.tag:
+        print(image_tag())
+        return 0
     if args.rootfs:
         with tarfile.open(fileobj=io.BytesIO(build_tar())) as tar:
             tar.extractall(args.rootfs)
