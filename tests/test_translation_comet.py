@@ -91,7 +91,7 @@ def test_comet_on_tiny_checkpoint(tmp_path):
                     ".venv-comet of its own)")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run([str(COMET_PYTHON), __file__, str(tmp_path / "tiny-comet")], env=env, cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["class"] == "RegressionMetric"

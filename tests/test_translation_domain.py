@@ -9,7 +9,8 @@ import pytest
 
 from align.registry import get_domain
 from align.types import Prompt
-from domains.translation import TranslationDomain, domain as domain_module
+from domains.translation import TranslationDomain
+from domains.translation import domain as domain_module
 from domains.translation.mqm import COLUMNS
 
 SYSTEMS = {  # system -> (category, severity) of its single error, or none

@@ -9,7 +9,13 @@ from align.types import Prompt
 from domains.translation.agreement import all_ties_baseline, strict_pairwise_accuracy, tie_calibrated_accuracy
 from domains.translation.guards import GuardConfig
 from domains.translation.parallel import make_prompt
-from domains.translation.reward import HeadStats, RewardConfig, combine_heads, measure_head_stats, translation_reward
+from domains.translation.reward import (
+    HeadStats,
+    RewardConfig,
+    combine_heads,
+    measure_head_stats,
+    translation_reward,
+)
 from domains.translation.robustness import corrupt, preference_shares
 
 # One source, three translations. Human: [0, -1, -1]; metric: [3, 1, 1.5].

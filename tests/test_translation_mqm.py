@@ -9,14 +9,19 @@ from pathlib import Path
 import pytest
 
 from domains.translation import mqm
-from domains.translation.parallel import TranslationDataError, format_prompt, load_user_preferences, parse_prompt
+from domains.translation.parallel import (
+    TranslationDataError,
+    format_prompt,
+    load_user_preferences,
+    parse_prompt,
+)
 
 HEADER = "\t".join(mqm.COLUMNS)
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "translation" / "mqm-ted-zhen"
 
 
 def row(system, seg, target, category, severity, doc="talk.1", rater="r1", source="我们<v>看到</v>光。"):
-    return "\t".join([system, doc, "1", seg, rater, source, target, category, severity])
+    return f"{system}\t{doc}\t1\t{seg}\t{rater}\t{source}\t{target}\t{category}\t{severity}"
 
 
 def write_tsv(path: Path, rows: list[str]) -> Path:

@@ -14,8 +14,8 @@ The all-ties baseline is the acc_eq of a constant metric: the (grouped) share of
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -11,8 +11,8 @@ tokenizer) must resolve offline: a local directory, or a hub id already in the l
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

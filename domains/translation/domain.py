@@ -61,7 +61,7 @@ class TranslationDomain:
 
     def __init__(self, data_dir: str | None = None, min_gap: float = 1.0, direction: str = "zh-en",
                  reward_model: str | None = None, data: str | None = None, test_fraction: float = 0.2,
-                 test_docs: list[str] | None = None, seed: int = 0, max_pairs: int = -1,
+                 test_docs: list[str] | None = None, seed: int = 0, max_pairs: int = -1, max_eval_pairs: int = -1,
                  aspects: list[str] | None = None, exclude_systems: list[str] | None = None, strict: bool = False,
                  reward: dict | RewardConfig | None = None, comet_model: str | None = None, batch_size: int = 32,
                  max_length: int = 256):
@@ -73,7 +73,8 @@ class TranslationDomain:
         if unknown:
             raise ConfigError(f"domain_options.aspects: unknown aspects {unknown}")
         self.data_dir, self.min_gap, self.direction, self.data = data_dir, min_gap, direction, data
-        self.test_fraction, self.test_docs, self.seed, self.max_pairs = test_fraction, test_docs, seed, max_pairs
+        self.test_fraction, self.test_docs, self.seed = test_fraction, test_docs, seed
+        self.max_pairs, self.max_eval_pairs = max_pairs, max_eval_pairs  # caps on the train / test pairs
         self.exclude_systems, self.strict = tuple(exclude_systems or ()), strict
         self.reward_config = _reward_config(reward)
         self.reward_model_path, self.comet_model_path = reward_model, comet_model
@@ -133,7 +134,8 @@ class TranslationDomain:
                                 self.min_gap, self.aspects, self.exclude_systems, counts=counts)
         self.skipped.update({f"{split}_{k}": v for k, v in counts.items()})
         random.Random(f"{self.seed}:{split}").shuffle(pairs)  # so any prefix mixes sources and aspects
-        return pairs[: self.max_pairs] if self.max_pairs > 0 else pairs
+        cap = self.max_pairs if split == "train" else self.max_eval_pairs
+        return pairs[:cap] if cap > 0 else pairs
 
     def _user_preferences(self, split: str) -> list[PreferencePair]:
         pairs, skipped = load_user_preferences(self.data, self.src_lang, self.tgt_lang, self.strict)

@@ -152,9 +152,9 @@ def evaluate_translation(domain: TranslationDomain, model_dir: str | None, split
 
 
 def report_markdown(summary: dict, scorers: list[str]) -> str:
-    lines = ["Segment-level agreement with MQM experts on the test documents (pairs of translations of the same "
-             "source; `acc_eq` is tie-calibrated and grouped by source, WMT 2023 style; strict accuracy counts "
-             "metric ties as wrong).", "",
+    lines = [("Segment-level agreement with MQM experts on the test documents (pairs of translations of the same "
+              "source; `acc_eq` is tie-calibrated and grouped by source, WMT 2023 style; strict accuracy counts "
+              "metric ties as wrong)."), "",
              "| aspect | scorer | strict accuracy | acc_eq | epsilon |", "|---|---|---|---|---|"]
     for aspect in ASPECTS:
         lines.append(f"| {aspect} | all ties (baseline) | | {summary[f'all_ties_{aspect}_acc_eq']:.3f} | |")
@@ -162,8 +162,8 @@ def report_markdown(summary: dict, scorers: list[str]) -> str:
             lines.append(f"| {aspect} | {scorer} | {summary[f'{scorer}_{aspect}_strict_accuracy']:.3f} | "
                          f"{summary[f'{scorer}_{aspect}_acc_eq']:.3f} | {summary[f'{scorer}_{aspect}_epsilon']:.4g} |")
     if "robustness_share" in summary:
-        lines += ["", f"Robustness: the reward prefers the original translation in "
-                  f"{summary['robustness_share']:.1%} of {summary['robustness_cases']} corrupted cases (goal ≥ 95%).",
+        lines += ["", (f"Robustness: the reward prefers the original translation in {summary['robustness_share']:.1%} "
+                       f"of {summary['robustness_cases']} corrupted cases (goal ≥ 95%)."),
                   "", "| corruption | reward | chrF | RM alone |", "|---|---|---|---|"]
         names = sorted(k[len("robustness_chrf_"):] for k in summary if k.startswith("robustness_chrf_")
                        and k != "robustness_chrf_share")

@@ -28,17 +28,15 @@ _CHINESE_MAGNITUDE = re.compile(r"\d+(?:[.,]\d+)*\s*(?:万|亿|千|百|十)")
 # a lone 一 is mostly an article (一家 "a"), so it alone does not count as a numeral
 _CHINESE_NUMERAL = re.compile(r"[零〇二两三四五六七八九十百千万亿]|一[十百千万亿]")
 _NUMBER_WORDS = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen".split())}
-_NUMBER_WORDS.update({w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(),
+    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"])}
+_NUMBER_WORDS.update({w: 10 * i for i, w in enumerate(["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"],
                                                        start=2)})
 # "one" is left out: as a pronoun ("this one") it is far more common than as a number
 del _NUMBER_WORDS["one"]
-_NUMBER_WORDS.update({m: i for i, m in enumerate("january february march april may june july august september "
-                                                 "october november december".split(), start=1)})
+_NUMBER_WORDS.update({m: i for i, m in enumerate(["january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december"], start=1)})
 del _NUMBER_WORDS["may"]  # a verb far more often than a month
 _NUMBER_WORD = re.compile(r"\b(" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + r")(?:-(one|two|three|four|"
-                          r"five|six|seven|eight|nine))?\b", re.I)
+                          r"five|six|seven|eight|nine))?\b", re.IGNORECASE)
 
 DEFAULT_COMMENTARY = [
     r"^\s*(here is|here's|below is|sure|certainly|of course|okay|ok)\b[^\n]{0,80}(translat|version)",
@@ -181,7 +179,7 @@ def check_repetition(output: str, config: GuardConfig, **_) -> Verdict:
 
 def check_commentary(output: str, config: GuardConfig, **_) -> Verdict:
     for pattern in config.commentary_patterns:
-        if re.search(pattern, output, flags=re.I | re.M):
+        if re.search(pattern, output, flags=re.IGNORECASE | re.MULTILINE):
             return Verdict(False, 1.0, pattern)
     return Verdict(True, 0.0)
 
@@ -211,8 +209,8 @@ GUARDS = {"empty": check_empty, "language": check_language, "length_ratio": chec
 def run_guards(output: str, source: str | None, config: GuardConfig, src_lang: str = "zh", tgt_lang: str = "en",
                reference: str | None = None) -> dict[str, Verdict]:
     """Every enabled guard's verdict on `output` (a translation of `source`)."""
-    context = dict(output=output, source=source, reference=reference, src_lang=src_lang, tgt_lang=tgt_lang,
-                   config=config)
+    context = {"output": output, "source": source, "reference": reference, "src_lang": src_lang,
+               "tgt_lang": tgt_lang, "config": config}
     if not words(output):  # an empty output fails `empty` only; other guards have nothing to measure
         return {name: (Verdict(False, 0.0) if name == "empty" else Verdict(True, None, "empty output"))
                 for name in config.enabled}

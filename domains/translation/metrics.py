@@ -8,27 +8,27 @@ elsewhere; TER uses `asian_support` (with `normalized`) for Chinese.
 """
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Sequence
+from collections.abc import Sequence
+from functools import cache
 
 from sacrebleu.metrics import BLEU, CHRF, TER
 
 CJK_LANGUAGES = ("zh", "ja", "ko")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _bleu(tgt_lang: str, sentence: bool) -> BLEU:
     # effective_order avoids a zero BLEU for short sentences with no 4-gram match (sentence level only)
     return BLEU(tokenize="zh" if tgt_lang == "zh" else ("char" if tgt_lang in CJK_LANGUAGES else "13a"),
                 effective_order=sentence)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _chrf(tgt_lang: str) -> CHRF:
     return CHRF(word_order=0 if tgt_lang in CJK_LANGUAGES else 2)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _ter(tgt_lang: str) -> TER:
     # asian_support splits CJK characters only together with `normalized` (else a sentence is one word)
     cjk = tgt_lang in CJK_LANGUAGES

@@ -21,9 +21,9 @@ import itertools
 import random
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from align.types import PreferencePair
 
@@ -147,15 +147,14 @@ def score_segments(rows: Iterable[tuple[int, dict[str, str]]], path: str = "<row
         aspect = aspect_of(row["category"])
         if aspect is not None:
             totals[aspect] += weight
+    def mean_penalty(raters: list[Counter], name: str) -> float:
+        return -sum(r[name] for r in raters) / len(raters) + 0.0  # + 0.0 turns -0.0 into 0.0
+
     scores = []
     for (system, doc, seg_id), acc in segments.items():
         raters = list(acc.weights.values())
-
-        def mean_penalty(name: str) -> float:
-            return -sum(r[name] for r in raters) / len(raters) + 0.0  # + 0.0 turns -0.0 into 0.0
-
-        scores.append(SegmentScore(system, doc, seg_id, acc.source, acc.target, mean_penalty("overall"),
-                                   {a: mean_penalty(a) for a in ASPECTS}, raters=len(raters)))
+        scores.append(SegmentScore(system, doc, seg_id, acc.source, acc.target, mean_penalty(raters, "overall"),
+                                   {a: mean_penalty(raters, a) for a in ASPECTS}, raters=len(raters)))
     return scores, skipped
 
 

@@ -47,7 +47,7 @@ def format_prompt(source: str, src_lang: str = "zh", tgt_lang: str = "en") -> st
 
 def parse_prompt(prompt: str) -> tuple[str, str, str] | None:
     """(source, src_lang, tgt_lang) from a prompt in the documented format, or None."""
-    match = re.search(r"Translate this from (.+?) to (.+?):\n\1: (.*)\n\2:\s*$", prompt, flags=re.S)
+    match = re.search(r"Translate this from (.+?) to (.+?):\n\1: (.*)\n\2:\s*$", prompt, flags=re.DOTALL)
     if not match:
         return None
     codes = {name: code for code, name in LANGUAGE_NAMES.items()}

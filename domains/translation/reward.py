@@ -12,8 +12,8 @@ translations (the MQM training targets when available), so heads on different sc
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from align.config import ConfigError, doc, nested
 from align.types import Prompt, RewardOutput

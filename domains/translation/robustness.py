@@ -7,7 +7,7 @@ no full stop to replace) is left out and counted.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from domains.translation.guards import CJK_TARGETS
 
@@ -53,7 +53,7 @@ def changed_number(original: str, **_) -> str | None:
     if match:
         return original[: match.start()] + str(int(match.group()) + 1) + original[match.end():]
     for index, word in enumerate(_NUMBER_WORDS[:-1]):
-        found = re.search(rf"\b{word}\b", original, flags=re.I)
+        found = re.search(rf"\b{word}\b", original, flags=re.IGNORECASE)
         if found:
             return original[: found.start()] + _NUMBER_WORDS[index + 1] + original[found.end():]
     return None
