@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from align.data import render_prompt
 from align.types import PromptText
 
 
@@ -42,16 +43,16 @@ class Generation:
 
 
 def format_prompt(tokenizer, prompt: PromptText, chat: bool = True) -> str:
-    """The text to generate from: the tokenizer's chat template (with the assistant turn opened)
-    when `chat` and the tokenizer has one; otherwise the plain `Human: ...\\n\\nAssistant:` format
-    for dialogue, or the prompt text unchanged when `chat` is False (code completion)."""
+    """The text to generate from. With `chat` (dialogue): the tokenizer's chat template with the
+    assistant turn opened, or without a template the `Human: ...\n\nAssistant:` turns the reward
+    models are trained on (`align.data.render_prompt`). Without `chat` (code completion) a text
+    prompt is used unchanged."""
+    if isinstance(prompt, str) and not chat:
+        return prompt
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
     if chat and getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    if isinstance(prompt, str) and not chat:
-        return prompt
-    turns = [f"{'Human' if m['role'] in ('user', 'system') else 'Assistant'}: {m['content']}" for m in messages]
-    return "\n\n".join(turns) + "\n\nAssistant:"
+    return render_prompt(messages)
 
 
 def encode_prompt(tokenizer, text: str, max_prompt_length: int | None = None) -> list[int]:

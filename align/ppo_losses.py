@@ -151,14 +151,13 @@ class RunningMoments:
         self.mean, self.var, self.count = state["mean"], state["var"], state["count"]
 
 
-def normalize_rewards(scores: torch.Tensor, moments: RunningMoments, clip: float | None,
-                      shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
-    """PPO-max reward normalisation and clipping (Zheng et al. 2023, eq. 11):
-    r~ = clip((r - mean) / std, -clip, clip), with running mean/std over all rewards seen so far
-    (this batch included). `moments` is updated in place."""
-    moments.update(scores)
-    normalized = (scores - (moments.mean if shift_mean else 0.0)) / (moments.std + eps)
-    if clip is not None and clip > 0:
+def normalize_rewards(scores: torch.Tensor, mean: float, std: float, clip: float | None,
+                      eps: float = 1e-8) -> torch.Tensor:
+    """PPO-max reward normalisation and clipping (Zheng et al. 2023, sec. 5.3):
+    r~ = clip((r - mean) / std, -clip, clip), with the running mean/std of every reward seen so far
+    (`RunningMoments`, updated with this batch first). `clip` None or 0: no clipping."""
+    normalized = (scores - mean) / (std + eps)
+    if clip:
         normalized = normalized.clamp(-clip, clip)
     return normalized
 

@@ -1,0 +1,42 @@
+"""The report of an `align ppo` run: training curves and the summary."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from align.report import plot_curves, summary_table, write_report
+from align.runlog import RunDir
+
+CURVES = {
+    "reward.png": ("reward and KL", ["reward", "reward_normalized", "kl", "kl_coef"]),
+    "policy.png": ("policy", ["policy_loss", "policy_clipfrac", "approx_kl", "entropy", "response_length"]),
+    "critic.png": ("critic", ["value_loss", "value_clipfrac", "explained_variance", "values"]),
+}
+
+
+def write_ppo_report(run: RunDir, summary: dict[str, Any]) -> Path:
+    metrics = run.read_metrics()
+    sections: list[tuple[str, str, Path | None]] = []
+    if summary.get("stopped_early"):
+        sections.append(("Stopped early", f"**{summary.get('stop_reason')}**", None))
+    part_keys = sorted({k for r in metrics for k in r if k.startswith("reward_") and k != "reward_normalized"})
+    for file_name, (title, keys) in CURVES.items():
+        sections.append((title.capitalize(), "", plot_curves(metrics, keys, run.path / file_name, title)))
+    if part_keys:
+        sections.append(("Reward parts", "", plot_curves(metrics, part_keys[:6], run.path / "reward_parts.png",
+                                                         "reward parts")))
+    before = {k[len("eval_before_"):]: v for k, v in summary.items() if k.startswith("eval_before_")}
+    after = {k[len("eval_after_"):]: v for k, v in summary.items() if k.startswith("eval_after_")}
+    if before:
+        rows = ["| held-out (greedy) | before | after |", "|---|---|---|"]
+        for key, value in before.items():
+            rows.append(f"| `{key}` | {_fmt(value)} | {_fmt(after.get(key))} |")
+        sections.append(("Held-out prompts, greedy", "\n".join(rows), None))
+    sections.append(("Summary", summary_table(summary), None))
+    return write_report(run, "PPO-max run", sections)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

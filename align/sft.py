@@ -1,0 +1,276 @@
+"""`align sft`: supervised fine-tuning of a policy on prompt/response data.
+
+The algorithm, top to bottom in `train_sft`:
+load rows -> render each prompt exactly as generation will (chat template or plain text) ->
+tokens = prompt + response + EOS, labels = -100 on the prompt (the loss is on the response only)
+-> optional packing into `max_length` rows -> per step: next-token cross-entropy, AdamW, schedule
+-> periodic eval loss, metrics and atomic checkpoints -> final model (full or LoRA adapters).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from align.checkpoint import TrainState, _restore_rng, save_checkpoint
+from align.config import ConfigError, TrainConfig, doc, nested
+from align.data import PairBatcher, response_separator, split_train_eval
+from align.generation import encode_prompt, format_prompt
+from align.lora import LoraOptions, add_lora, load_trained_weights
+from align.runlog import RunDir
+from align.training import make_accelerator, make_optimizer_and_scheduler, set_seed
+from align.types import Prompt
+
+IGNORE = -100
+
+
+@dataclass
+class Config(TrainConfig):
+    """`align sft`: supervised fine-tuning."""
+
+    model: str = doc("Policy to fine-tune: an embedded name (`smollm2-135m`, `tiny-llama`), a hub id or a path.",
+                     "smollm2-135m")
+    output_dir: str = doc("Directory for config.yaml, metrics.jsonl, summary.json, checkpoints and model/.",
+                          "runs/sft")
+    data: str | None = doc("Rows with `prompt` and `response` (or `reference`; preference rows use `chosen`). "
+                           "Empty: the domain's prompts with a reference.", None)
+    domain_options: dict = doc("Keyword options for the domain adapter.", {})
+    prompt_format: Literal["chat", "plain"] = doc("`chat`: the tokenizer's chat template (or Human:/Assistant: "
+                                                  "turns); `plain`: prompt text followed directly by the response.",
+                                                  "chat")
+    packing: bool = doc("Concatenate examples into rows of `max_length` tokens (no padding; examples in one row "
+                        "attend to each other, as in TRL's packing).", False)
+    learning_rate: float = doc("Peak learning rate.", 2e-5)
+    log_steps: int = doc("Append to metrics.jsonl every N optimizer steps.", 5)
+    eval_batch_size: int = doc("Examples per evaluation batch.", 16)
+    lora: LoraOptions = nested(LoraOptions, "LoRA adapters instead of full fine-tuning.")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.eval_batch_size < 1:
+            raise ConfigError(f"eval_batch_size: expected a positive number, got {self.eval_batch_size!r}")
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def encode_example(tokenizer, prompt: Prompt, response: str, max_length: int,
+                   chat: bool) -> tuple[Example, bool]:
+    """prompt + response + EOS with the prompt's labels masked. The prompt is tokenized on its own,
+    exactly as generation sees it, so training and sampling agree at the boundary. A too-long
+    example loses its oldest prompt tokens first, then the end of the response; returns (example, cut)."""
+    prompt_text = format_prompt(tokenizer, prompt.prompt, chat=chat)
+    prompt_ids = encode_prompt(tokenizer, prompt_text)
+    separator = "" if chat and getattr(tokenizer, "chat_template", None) else response_separator(prompt_text)
+    response_ids = tokenizer(separator + response, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        response_ids = response_ids + [tokenizer.eos_token_id]
+    overflow = len(prompt_ids) + len(response_ids) - max_length
+    if overflow > 0:
+        prompt_ids = prompt_ids[min(overflow, len(prompt_ids) - 1):]  # oldest context first, one token stays
+        response_ids = response_ids[:max_length - len(prompt_ids)]
+    return Example(prompt_ids + response_ids, [IGNORE] * len(prompt_ids) + response_ids), overflow > 0
+
+
+def pack(examples: list[Example], max_length: int) -> list[Example]:
+    """Concatenate examples (labels included) and cut into rows of `max_length` tokens."""
+    ids = [t for e in examples for t in e.input_ids]
+    labels = [t for e in examples for t in e.labels]
+    return [Example(ids[i:i + max_length], labels[i:i + max_length]) for i in range(0, len(ids), max_length)]
+
+
+def collate(examples: list[Example], pad_id: int, device=None) -> dict[str, torch.Tensor]:
+    """Right-padded input_ids / attention_mask / labels (-100 on padding)."""
+    width = max(len(e.input_ids) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example.input_ids)
+        input_ids[row, :n] = torch.tensor(example.input_ids)
+        labels[row, :n] = torch.tensor(example.labels)
+        attention_mask[row, :n] = 1
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    return {k: v.to(device) for k, v in batch.items()} if device is not None else batch
+
+
+def response_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Mean next-token cross-entropy over the labelled (response) tokens: token t predicts label t+1."""
+    shifted_logits, shifted_labels = logits[:, :-1].float(), labels[:, 1:]
+    count = int((shifted_labels != IGNORE).sum())
+    loss = torch.nn.functional.cross_entropy(shifted_logits.reshape(-1, shifted_logits.shape[-1]),
+                                             shifted_labels.reshape(-1), ignore_index=IGNORE, reduction="sum")
+    return loss / max(count, 1), count
+
+
+def load_examples(config: Config, tokenizer) -> tuple[list[Example], list[Example], dict[str, int]]:
+    from align.data import load_prompts
+
+    counts: Counter = Counter()
+    if config.data:
+        rows, skipped = load_prompts(config.data, strict=config.strict)
+        counts.update({f"skipped_{k}": v for k, v in skipped.items()})
+    else:
+        from align.registry import get_domain
+
+        rows = list(get_domain(config.domain, **config.domain_options).prompts("train"))
+    with_response = [r for r in rows if r.reference]
+    counts["skipped_no_response"] += len(rows) - len(with_response)
+    if config.max_examples > 0:
+        with_response = with_response[:config.max_examples]
+    if not with_response:
+        raise ValueError(f"no prompt/response examples in {config.data or 'domain ' + config.domain}")
+    train_rows, eval_rows = split_train_eval(with_response, config.eval_fraction, config.seed)
+    encoded = {}
+    for name, part in (("train", train_rows), ("eval", eval_rows)):
+        encoded[name] = []
+        for row in part:
+            example, cut = encode_example(tokenizer, row, row.reference, config.max_length,
+                                          chat=config.prompt_format == "chat")
+            counts["truncated"] += cut
+            encoded[name].append(example)
+    return encoded["train"], encoded["eval"], {k: v for k, v in counts.items() if v}
+
+
+# --------------------------------------------------------------------------- training
+
+
+@torch.no_grad()
+def evaluate(model, examples: list[Example], batch_size: int, pad_id: int, accelerator) -> dict[str, float]:
+    """Token-weighted response loss and perplexity on held-out examples."""
+    if not examples:
+        return {}
+    total, tokens = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start:start + batch_size], pad_id, accelerator.device)
+        with accelerator.autocast():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           use_cache=False).logits
+        loss, count = response_loss(logits, batch["labels"])
+        total, tokens = total + loss.item() * count, tokens + count
+    mean = total / max(tokens, 1)
+    return {"eval_loss": mean, "eval_perplexity": math.exp(min(mean, 50.0))}
+
+
+def train_sft(config: Config) -> dict:
+    """Fine-tune as `config` says; returns the summary (also written to summary.json)."""
+    from align.models import load_causal_lm, load_tokenizer
+
+    run = RunDir(config.output_dir)
+    set_seed(config.seed)
+    accelerator = make_accelerator(config)
+    tokenizer = load_tokenizer(config.model)
+    train, held_out, counts = load_examples(config, tokenizer)
+    if config.packing:
+        train = pack(train, config.max_length)
+    model = load_causal_lm(config.model)
+    if config.lora.enabled:
+        model = add_lora(model, config.lora)
+    batcher = PairBatcher([len(e.input_ids) for e in train], config.batch_size, config.seed)
+    steps_per_epoch = max(1, math.ceil(len(batcher) / config.grad_accum))
+    total_steps = config.max_steps if config.max_steps > 0 else max(1, math.ceil(config.epochs * steps_per_epoch))
+    optimizer, scheduler = make_optimizer_and_scheduler(model, config, total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    state = TrainState()
+    checkpoint = run.latest_checkpoint() if config.resume else None
+    if checkpoint is not None:
+        state = _load_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, scheduler)
+        run.truncate_metrics_after(state.step)
+        print(f"align sft: resumed from {checkpoint} (step {state.step})")
+    else:
+        run.reset_metrics()
+    run.save_config(config)
+
+    model.train()
+    batches = batcher.batches(state.epoch)
+    progress = tqdm(total=total_steps, initial=state.step, desc="align sft", disable=not config.progress,
+                    dynamic_ncols=True)
+    window: list[float] = []
+    started = time.perf_counter()
+    while state.step < total_steps:
+        for _ in range(config.grad_accum):
+            if state.batch_in_epoch >= len(batches):
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                batches = batcher.batches(state.epoch)
+            batch = collate([train[i] for i in batches[state.batch_in_epoch]], tokenizer.pad_token_id,
+                            accelerator.device)
+            state.batch_in_epoch += 1
+            with accelerator.autocast():
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                               use_cache=False).logits
+            loss, count = response_loss(logits, batch["labels"])
+            accelerator.backward(loss / config.grad_accum)
+            state.pairs_seen += len(batch["input_ids"])
+            state.tokens_seen += count
+            window.append(loss.item())
+        grad_norm = None
+        if config.max_grad_norm > 0:
+            grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.train_seconds += time.perf_counter() - started
+        started = time.perf_counter()
+        progress.update(1)
+        if state.step % config.log_steps == 0 or state.step == total_steps:
+            progress.set_postfix(loss=f"{sum(window) / len(window):.3f}")
+            if accelerator.is_main_process:
+                run.log(state.step, epoch=state.epoch, loss=sum(window) / len(window), grad_norm=grad_norm,
+                        learning_rate=scheduler.get_last_lr()[0])
+            window = []
+        if config.eval_steps and state.step % config.eval_steps == 0 and state.step != total_steps and held_out:
+            model.eval()
+            run.log(state.step, **evaluate(model, held_out, config.eval_batch_size, tokenizer.pad_token_id,
+                                           accelerator))
+            model.train()
+        if config.save_steps and state.step % config.save_steps == 0 and state.step != total_steps:
+            save_checkpoint(run, state, accelerator, model, optimizer, scheduler)
+            started = time.perf_counter()
+    progress.close()
+
+    model.eval()
+    final = evaluate(model, held_out, config.eval_batch_size, tokenizer.pad_token_id, accelerator)
+    summary = {**final, "train_examples": len(train), "eval_examples": len(held_out), "steps": state.step,
+               "packed": config.packing, **counts, "train_seconds": round(state.train_seconds, 3),
+               "response_tokens_per_second": state.tokens_seen / max(state.train_seconds, 1e-9),
+               "model_dir": str(run.path / "model")}
+    if accelerator.is_main_process:
+        if final:
+            run.log(state.step, **final)
+        accelerator.unwrap_model(model).save_pretrained(run.path / "model")
+        tokenizer.save_pretrained(run.path / "model")
+        run.write_summary(summary)
+    accelerator.wait_for_everyone()
+    return summary
+
+
+def _load_checkpoint(directory, model, optimizer, scheduler) -> TrainState:
+    """Restore what `align.checkpoint.save_checkpoint` wrote (full weights or LoRA adapters)."""
+    import json
+
+    load_trained_weights(model, directory / "model")
+    optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=False))
+    scheduler.load_state_dict(torch.load(directory / "scheduler.pt", weights_only=False))
+    _restore_rng(torch.load(directory / "rng.pt", weights_only=False))
+    return TrainState(**json.loads((directory / "trainer_state.json").read_text()))
+
+
+def run(config: Config) -> dict:
+    summary = train_sft(config)
+    loss = summary.get("eval_loss")
+    print(f"align sft: {summary['train_examples']} examples, {summary['steps']} steps"
+          + (f", eval loss {loss:.3f}" if loss is not None else "") + f"; model in {summary['model_dir']}")
+    return summary
