@@ -144,3 +144,46 @@ def test_prompt_objects_without_meta_are_parsed(data_dir):
     prompt = Prompt(prompt="Translate this from Chinese to English:\nChinese: 他12岁了。\nEnglish:")
     [out] = domain.reward([prompt], ["He is 13."])
     assert out.parts["guard_numbers"] is False
+
+
+def test_reward_and_eval_with_a_multi_head_reward_model(data_dir, tmp_path):
+    """An (untrained) tiny 4-head RM saved like `align rm` saves it: heads are scored, normalised on
+    calibration translations, combined, and evaluated per aspect."""
+    from align.evaluate import Config, run
+    from align.models import load_reward_model
+
+    heads = ["overall", "faithfulness", "expressiveness", "elegance"]
+    model_dir = tmp_path / "rm"
+    load_reward_model("tiny-bert", num_heads=4, head_names=heads).save_pretrained(model_dir)
+    domain = TranslationDomain(data_dir=str(data_dir), reward_model=str(model_dir), test_docs=["talk.3"],
+                               reward={"calibration_size": 16})
+    prompt = domain.prompts("test")[0]
+    outputs = domain.reward([prompt, prompt], ["Good morning", "Good morning!"])
+    assert {f"head_{h}" for h in heads} <= set(outputs[0].parts)
+    stats = domain.head_stats()
+    assert set(stats.mean) == set(heads) and all(s > 0 for s in stats.std.values())
+    assert outputs[0].reward == pytest.approx(outputs[0].parts["score"])  # every guard passed
+    summary = run(Config(model=str(model_dir), domain="translation", output_dir=str(tmp_path / "eval"),
+                         domain_options={"data_dir": str(data_dir), "test_docs": ["talk.3"],
+                                         "reward": {"calibration_size": 16}}))
+    for aspect in ("overall", "faithfulness", "expressiveness", "elegance"):
+        assert 0.0 <= summary[f"rm_{aspect}_acc_eq"] <= 1.0
+        assert 0.0 <= summary[f"rm_combined_{aspect}_strict_accuracy"] <= 1.0
+    assert 0.0 <= summary["robustness_rm_only_share"] <= 1.0
+    assert "| overall | rm |" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_configs_load():
+    from align.config import load_config
+    from align.ppo_config import Config as PPOConfig
+    from align.rm import Config as RMConfig
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "translation"
+    rm = load_config(RMConfig, str(root / "rm_minilm.yaml"), [])
+    assert rm.domain == "translation" and rm.heads == ["overall", "faithfulness", "expressiveness", "elegance"]
+    assert load_config(RMConfig, str(root / "rm_llama7b.yaml"), []).model == "meta-llama/Llama-2-7b-hf"
+    ppo = load_config(PPOConfig, str(root / "ppo_llama7b_lora.yaml"), [])
+    assert ppo.lora.enabled and ppo.domain_reward
+    # the domain options of the PPO config build a domain (the reward config is validated there)
+    options = {k: v for k, v in ppo.domain_options.items() if k != "reward_model"}
+    assert TranslationDomain(**options).reward_config.metric_weights == {"chrf": 1.0}
