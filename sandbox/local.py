@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import threading
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 from . import cgroups
 from .results import build_result, sandbox_error
@@ -161,6 +162,9 @@ class LocalWorker:
     def stderr(self) -> str:
         return "\n".join(self.stderr_tail)[-2000:]
 
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def close(self) -> None:
         if self.proc is not None:
             for stream in (self.proc.stdin,):
@@ -244,14 +248,24 @@ class LocalBackend:
         self._next_index = 0
         self._closed = False
         self._uids: set = set()
+        self._names: set = set()
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-spawner")
+
+    def cgroup_names(self) -> set:
+        """Every worker cgroup name this backend has created (for leftover checks)."""
+        return set(self._names)
 
     def program_uids(self) -> set:
         """Every uid this backend has given to programs (for leftover checks)."""
         return set(self._uids)
 
-    def _acquire(self) -> LocalWorker:
+    def _acquire(self) -> LocalWorker | None:
         try:
-            return self._idle.get_nowait()
+            worker = self._idle.get_nowait()
+            if worker is None or worker.alive():
+                return worker
+            self._release(worker, False)  # died while idle: replace it
+            return None
         except queue.Empty:
             pass
         with self._lock:
@@ -261,9 +275,15 @@ class LocalBackend:
                 index = self._next_index % 16
                 self._next_index += 1
         if not can_start:
-            return self._idle.get()
+            worker = self._idle.get()
+            if worker is None or worker.alive():
+                return worker
+            self._release(worker, False)
+            return None
         try:
-            worker = LocalWorker(index, self.isolation)
+            # bwrap --die-with-parent follows the *thread* that started it (PR_SET_PDEATHSIG), so
+            # workers are started from one long-lived thread, not from a caller's pool thread
+            worker = self._spawner.submit(LocalWorker, index, self.isolation).result()
         except BaseException:
             with self._lock:
                 self._started -= 1
@@ -271,6 +291,7 @@ class LocalBackend:
         with self._lock:
             self._all.add(worker)
             self._uids.add(worker.uid)
+            self._names.add(worker.name)
         return worker
 
     def _release(self, worker: LocalWorker, healthy: bool) -> None:
@@ -307,6 +328,7 @@ class LocalBackend:
             self._started = 0
         for worker in workers:
             worker.close()
+        self._spawner.shutdown(wait=False)
 
     def __enter__(self):
         return self

@@ -11,6 +11,17 @@ from sandbox.cli import TestsFileError, main, parse_tests
 PROGRAM = "def add(a, b):\n    return a + b\n\nif __name__ == '__main__':\n    print(add(*map(int, input().split())))\n"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def close_shared_backends():
+    """The CLI and run_many use the shared backends of sandbox.api: close them, then nothing
+    of this process may remain."""
+    yield
+    from sandbox import cgroups, close_backends
+    close_backends()
+    assert cgroups.leftover_cgroups(owner=os.getpid()) == []
+    assert not [d for d in os.listdir("/tmp") if d.startswith("align-sandbox-")]
+
+
 def need_local():
     from sandbox.local import probe_isolation
     isolation = probe_isolation()
@@ -68,6 +79,9 @@ def test_run_many_keeps_order(tmp_path):
     results = run_many(requests, backend="local", workers=2, progress=True)
     assert [r.status for r in results] == ["passed"] * 5 + ["compile_error"] + ["passed"] * 6
     assert [r.tests[0].actual for r in results if r.status == "passed"] == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11]
+    # the workers outlive the threads of the first call (bwrap's die-with-parent follows a thread)
+    again = run_many(requests[:4], backend="local", workers=2)
+    assert [r.status for r in again] == ["passed"] * 4
 
 
 def test_degraded_mode_is_reported_and_strict_refuses(monkeypatch):
