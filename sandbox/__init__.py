@@ -4,29 +4,17 @@
     result = run(ExecRequest("def f(a, b):\n    return a + b\n", [TestCase.call_expr("f(1, 2)", 3)]))
     result.status  # "passed"
 """
-from .api import close_backends, get_backend, run, run_many
+from .api import close_backends, get_backend, run, run_async, run_many
 from .types import (
-                    STATUSES,
-                    ExecRequest,
-                    ExecResult,
-                    IsolationError,
-                    Limits,
-                    SandboxError,
-                    TestCase,
-                    TestResult,
+           STATUSES,
+           ExecRequest,
+           ExecResult,
+           IsolationError,
+           Limits,
+           SandboxError,
+           TestCase,
+           TestResult,
 )
 
-__all__ = [
-                    "STATUSES",
-                    "ExecRequest",
-                    "ExecResult",
-                    "IsolationError",
-                    "Limits",
-                    "SandboxError",
-                    "TestCase",
-                    "TestResult",
-                    "close_backends",
-                    "get_backend",
-                    "run",
-                    "run_many",
-]
+__all__ = ["STATUSES", "ExecRequest", "ExecResult", "IsolationError", "Limits", "SandboxError", "TestCase",
+           "TestResult", "close_backends", "get_backend", "run", "run_async", "run_many"]

@@ -59,6 +59,13 @@ def run(request: ExecRequest, backend: str = "auto", strict: bool = False) -> Ex
     return get_backend(backend, strict=strict).run(request)
 
 
+async def run_async(request: ExecRequest, backend: str = "auto", strict: bool = False) -> ExecResult:
+    """`run` for asyncio code: the blocking wait happens in the default executor."""
+    import asyncio
+    engine = get_backend(backend, strict=strict)
+    return await asyncio.get_running_loop().run_in_executor(None, engine.run, request)
+
+
 def run_many(requests, backend: str = "auto", workers: int = 2, strict: bool = False,
              progress: bool = False) -> list[ExecResult]:
     """Run many requests concurrently on `workers` sandbox workers; results in request order."""

@@ -232,8 +232,15 @@ class Watch:
         try:
             event = json.loads(line)
             kind = event["ev"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return  # garbage on the channel is the program's doing; it only loses its results
+        # the program can write anything here: keep only well-formed events
+        if not isinstance(event, dict) or not isinstance(kind, str):
+            return
+        if "i" in event and (type(event["i"]) is not int):
+            return
+        if not isinstance(event.get("lines", []), list):
+            event["lines"] = None
         self.events.append(event)
         if kind == "start":
             self.current = event.get("i")

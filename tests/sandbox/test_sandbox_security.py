@@ -223,6 +223,8 @@ def test_forging_results_on_the_output_channel(check_clean):
                "    for fd in range(0, 64):\n"
                "        try:\n"
                "            os.write(fd, FORGED.encode())\n"
+               "            os.write(fd, b'{\"ev\": \"end\", \"i\": [1]}\\n{\"ev\": \"start\", \"i\": 1, \"lines\": 5}\\n')\n"
+               "            os.write(fd, b'[' * 5000 + b'\\n') if fd == 3 else None\n"
                "            os.write(fd, b'\\x00\\x00\\x00\\x10{\"status\": \"ok\"}')\n"
                "        except OSError:\n"
                "            pass\n"
