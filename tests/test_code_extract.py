@@ -81,3 +81,15 @@ def test_fgo_maps_lines_through_the_header_of_a_continuation():
     chars = char_mask(completion, e, executed_lines=[1, 2, 3], compile_error=False)   # sign(-5)
     masked = "".join(ch for ch, m in zip(completion, chars) if m == 0)
     assert masked == "    return 1\n"
+
+
+def test_token_offsets_cover_the_decoded_completion():
+    from align.models import load_tokenizer
+    from domains.code.fgo import token_offsets
+
+    tokenizer = load_tokenizer("tiny-llama")
+    text = "    if x < 0:\n        return -x\n"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    offsets = token_offsets(tokenizer, ids)
+    assert len(offsets) == len(ids) and offsets[-1][0] == offsets[-1][1]   # EOS: empty span
+    assert "".join(text[a:b] for a, b in offsets) == text

@@ -1,8 +1,8 @@
 """The code stage of `make demo`: SmolLM2-135M on a few easy tasks and a few HumanEval tasks.
 
-HumanEval is beyond the 135M policy, so its tasks run as CCCS subtasks: the prompt carries most of
-the canonical solution and the model writes the rest (the curriculum's first stage). Easy tasks
-run with full generation. Each completion is run in the sandbox and scored (StepCoder reward).
+HumanEval is beyond the 135M policy, so its tasks run as CCCS subtasks: the assistant's answer
+opens with most of the canonical solution and the model writes the rest (the curriculum's first
+stage). Easy tasks run with full generation in chat style. Each completion is run in the sandbox and scored (StepCoder reward).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from domains.code.evaluate import sample
 from domains.code.rewards import RewardSettings, code_rewards, status_counts
 from domains.code.tasks import load_humaneval
 
-EASY_PROMPT_STYLE = "completion"
+EASY_PROMPT_STYLE = "chat"
 
 
 def demo_stage(output_dir: str | Path, num_tasks: int = 4, num_easy: int = 8, model_name: str = "smollm2-135m",
@@ -30,7 +30,7 @@ def demo_stage(output_dir: str | Path, num_tasks: int = 4, num_easy: int = 8, mo
     start = time.perf_counter()
     _, held_out = split_easy(easy_tasks())
     easy = [task_prompt(t, EASY_PROMPT_STYLE) for t in held_out[:num_easy]]
-    humaneval = [task_prompt(t, "completion", cccs_fraction) for t in load_humaneval()[:num_tasks]]
+    humaneval = [task_prompt(t, "chat", cccs_fraction) for t in load_humaneval()[:num_tasks]]
     tokenizer = load_tokenizer(model_name, padding_side="left")
     model = load_causal_lm(model_name)
     prompts = easy + humaneval

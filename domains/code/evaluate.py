@@ -22,7 +22,8 @@ from domains.code.rewards import STATUSES, status_counts
 def _formatted(tokenizer, prompt: Prompt) -> str:
     from align.generation import format_prompt
 
-    return format_prompt(tokenizer, prompt.prompt, chat=prompt.meta.get("style") != "completion")
+    text = format_prompt(tokenizer, prompt.prompt, chat=prompt.meta.get("style") != "completion")
+    return text + prompt.meta.get("assistant_prefix", "")
 
 
 def sample(model, tokenizer, prompts: list[Prompt], *, num_samples: int = 1, temperature: float = 0.0,

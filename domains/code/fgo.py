@@ -99,3 +99,14 @@ def token_mask(completion: str, offsets: list[tuple[int, int]], extraction: Extr
         covered = solid if solid else chars[start:end]
         mask.append(0 if all(value == 0 for value in covered) else 1)
     return mask
+
+
+def token_offsets(tokenizer, completion_ids: list[int]) -> list[tuple[int, int]]:
+    """Character span of each completion token in the decoded completion (special tokens decode to
+    nothing, so they get an empty span). Incremental decoding keeps multi-byte characters whole."""
+    offsets, previous = [], 0
+    for index in range(1, len(completion_ids) + 1):
+        length = len(tokenizer.decode(completion_ids[:index], skip_special_tokens=True))
+        offsets.append((previous, max(previous, length)))
+        previous = max(previous, length)
+    return offsets
