@@ -96,7 +96,8 @@ class DockerWorker:
         try:
             self.container = client.containers.create(
                 image, command=["/usr/bin/python3", "-I", "-S", "-B", "/sandbox/zygote.py", "--mode", "same-uid",
-                                "--workdir", "/tmp/w", "--scratch", "/dev/shm",
+                                "--workdir", "/tmp/w", "--scratch", "/tmp", "--scratch", "/dev/shm",
+                                "--scratch", "/dev/mqueue",
                                 "--memcg", "/sys/fs/cgroup/memory", "--cgroup-version", "1", "--oom-adjust"],
                 user=USER, working_dir="/tmp", environment={"PATH": "/usr/bin", "LANG": "C.UTF-8"},
                 stdin_open=True, tty=False, network_mode="none", network_disabled=True, read_only=True,

@@ -22,6 +22,7 @@ import resource
 import select
 import shutil
 import signal
+import stat
 import struct
 import sys
 import time
@@ -335,7 +336,22 @@ def kill_program(opts, pid):
             clean_files(opts)
 
 
+def _workdir_intact(opts):
+    try:
+        st = os.lstat(opts.workdir)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700
+
+
+def _entries(root, opts):
+    """Entries of a directory to empty, never the work dir itself (it may live in a scratch root)."""
+    return [n for n in os.listdir(root) if os.path.join(root, n) != opts.workdir]
+
+
 def something_to_clean(opts):
+    if not _workdir_intact(opts):
+        return True
     if opts.mode == "priv":
         # the work dir belongs to the program uid and may be unreadable to us; on tmpfs a
         # directory's size counts its entries, which the owner cannot fake (unlike its mtime)
@@ -343,7 +359,7 @@ def something_to_clean(opts):
             return True
     for root in ([] if opts.mode == "priv" else [opts.workdir]) + opts.scratch:
         try:
-            if os.listdir(root):
+            if _entries(root, opts):
                 return True
         except OSError:
             pass
@@ -392,10 +408,15 @@ def leftovers():
 def clean_files(opts):
     """Remove everything the program wrote, and its SysV IPC objects (runs as the program uid
     in priv mode, so directories it made unreadable can be opened again by their owner)."""
+    if not _workdir_intact(opts):  # chmod-ed, or (same-uid mode) replaced by a file or a symlink
+        if os.path.islink(opts.workdir) or not os.path.isdir(opts.workdir):
+            _remove(opts.workdir)
+            os.mkdir(opts.workdir, 0o700)
+        os.chmod(opts.workdir, 0o700)
     for root in [opts.workdir] + opts.scratch:
-        if not os.path.isdir(root):
+        if not os.path.isdir(root) or os.path.islink(root):
             continue
-        for name in os.listdir(root):
+        for name in _entries(root, opts):
             _remove(os.path.join(root, name))
     for kind, ctl in (("shm", _libc.shmctl), ("msg", _libc.msgctl), ("sem", _libc.semctl)):
         try:

@@ -248,7 +248,8 @@ def test_state_does_not_leak_to_the_next_program(check_clean):
     program = ("import os, sys, builtins\n"
                "open('/tmp/w/state', 'w').write('x')\n"
                "os.makedirs('locked/inner')\nos.chmod('locked', 0)\n"
-               "try:\n    open('/dev/shm/state', 'w').write('x')\nexcept OSError:\n    pass\n"
+               "for path in ('/dev/shm/state', '/tmp/state', '/dev/mqueue/state'):\n"
+               "    try:\n        open(path, 'w').write('x')\n    except OSError:\n        pass\n"
                "try:\n    import ctypes\n    libc = ctypes.CDLL(None)\n    libc.shmget(1234, 4096, 0o1666)\n"
                "    libc.msgget(4321, 0o1666)\nexcept OSError:\n    pass\n"
                "builtins.len = lambda x: 42\n"
@@ -257,3 +258,13 @@ def test_state_does_not_leak_to_the_next_program(check_clean):
     result = attack(check_clean, program, [TestCase.call_expr("f()", "planted")])
     assert result.status == "passed", result
     # check_clean now runs a probe on the same worker that must see none of it
+
+
+def test_a_spoiled_work_dir_does_not_fail_the_next_program(check_clean):
+    program = ("import os\ndef f():\n    os.chmod('.', 0)\n    try:\n        os.chdir('/tmp')\n"
+               "        os.rename('w', 'old')\n        os.symlink('/dev/shm', 'w')\n    except OSError:\n"
+               "        pass\n    return 'spoiled'\n")
+    assert attack(check_clean, program, [TestCase.call_expr("f()", "spoiled")]).status == "passed"
+    after = attack(check_clean, "import os\ndef f():\n    return os.getcwd()\n",
+                   [TestCase.call_expr("f()", "/tmp/w")])
+    assert after.status == "passed", after
