@@ -187,3 +187,17 @@ def test_configs_load():
     # the domain options of the PPO config build a domain (the reward config is validated there)
     options = {k: v for k, v in ppo.domain_options.items() if k != "reward_model"}
     assert TranslationDomain(**options).reward_config.metric_weights == {"chrf": 1.0}
+
+
+@pytest.mark.slow
+def test_demo_stage_on_the_real_data(tmp_path):
+    """The `make demo` stage end to end (tiny backbone, a few steps) on the shared MQM data."""
+    if not (domain_module.checkout_root().parent / "shared" / "data" / "translation" / "mqm-ted-zhen").is_dir():
+        pytest.skip("real MQM data not found in ../shared/data/translation")
+    from domains.translation import demo_stage
+
+    summary = demo_stage(tmp_path, model="tiny-bert", train_pairs=32, eval_pairs=16, eval_sources=4, max_steps=2,
+                         progress=False)
+    assert summary["sources"] == 4 and summary["rm_steps"] == 2
+    assert 0.0 <= summary["rm_overall_acc_eq"] <= 1.0 and summary["robustness_cases"] > 0
+    assert (tmp_path / "report.md").exists() and (tmp_path / "rm" / "model").is_dir()

@@ -60,7 +60,7 @@ class GuardConfig:
                                   0.5)
     length_ratio_range: list[float] = doc("Allowed output/expected length (in words, CJK characters counting as "
                                           "one word each); expected = the reference, else the source times the "
-                                          "typical ratio of the direction.", [0.4, 2.5])
+                                          "typical ratio of the direction.", [0.6, 2.5])
     max_copy_similarity: float = doc("Highest character similarity (difflib ratio) allowed between output and "
                                      "source.", 0.6)
     max_repeated_ngrams: float = doc("Highest share of repeated word 4-grams in the output.", 0.3)
@@ -153,8 +153,8 @@ def check_length_ratio(output: str, source: str | None, reference: str | None, s
         return Verdict(True, None, "no source or reference")
     ratio = len(words(output)) / max(expected, 1.0)
     low, high = config.length_ratio_range
-    # very short sentences ("谢谢。" -> "Thank you.") make ratios noisy: allow two words of slack
-    slack = 2 / max(expected, 1.0)
+    # very short sentences ("谢谢。" -> "Thank you.") make ratios noisy: allow one word of slack
+    slack = 1 / max(expected, 1.0)
     return Verdict(low - slack <= ratio <= high + slack, ratio)
 
 
