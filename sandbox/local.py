@@ -22,7 +22,7 @@ import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-from . import cgroups
+from . import cgroups, seccomp
 from .results import build_result, sandbox_error
 from .types import ExecRequest, ExecResult, IsolationError, SandboxError
 from .worker import RUNTIME_DIR, FrameReader, WorkerDead, encode_frame
@@ -67,6 +67,8 @@ def probe_isolation() -> dict:
         "user": "dedicated unprivileged uid per worker" if root else "same uid as the caller",
         "cgroups": f"v{version}" if version else None,
         "rlimits": True,
+        "seccomp": "deny list (namespaces, mount, ptrace, bpf, keyring, ...)"
+        if namespaces and seccomp.filter_program() is not None else None,
         "full": not reasons,
         "reasons": reasons,
         "python": python,
@@ -133,6 +135,9 @@ class LocalWorker:
         version = cgroups.detect()[0] if self.isolation["cgroups"] else None
         self.cgroup = cgroups.WorkerCgroup(version, self.name) if version else None
         command = self._command()
+        seccomp_fd = seccomp.filter_fd() if command[0] == "bwrap" else None
+        if seccomp_fd is not None:
+            command[1:1] = ["--seccomp", str(seccomp_fd)]
         join = self.cgroup.zygote_procs() if self.cgroup else []
 
         def enter_cgroup():  # runs in the child between fork and exec: plain syscalls only
@@ -143,7 +148,10 @@ class LocalWorker:
 
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, preexec_fn=enter_cgroup, start_new_session=True,  # noqa: PLW1509
-                                     env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+                                     env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                                     pass_fds=() if seccomp_fd is None else (seccomp_fd,))
+        if seccomp_fd is not None:
+            os.close(seccomp_fd)
         threading.Thread(target=self._drain_stderr, daemon=True).start()
         self.reader = FrameReader(self.proc.stdout.fileno())
         try:

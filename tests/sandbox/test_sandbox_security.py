@@ -130,7 +130,9 @@ def f():
     ("exit during a test", "import os\ndef f():\n    os._exit(0)\n", "runtime_error"),
 ])
 def test_contained_with_status(check_clean, name, program, expected):
-    result = attack(check_clean, program)
+    # crashes get time to happen on a loaded machine; the timeouts themselves stay short
+    limits = {"per_test_wall_s": 10.0, "wall_s": 12.0} if expected != "timeout" else {}
+    result = attack(check_clean, program, **limits)
     if name == "stack overflow":  # the C stack or the memory limit, whichever comes first
         expected = {"runtime_error": "runtime_error", "memory": "memory"}.get(result.status, expected)
     assert result.status == expected, (name, result)
@@ -139,7 +141,7 @@ def test_contained_with_status(check_clean, name, program, expected):
 
 def test_memory_bomb(check_clean):
     program = "def f():\n    hog = []\n    while True:\n        hog.append(bytearray(8 << 20))\n"
-    result = attack(check_clean, program, memory_bytes=96 << 20)
+    result = attack(check_clean, program, memory_bytes=96 << 20, per_test_wall_s=10.0, wall_s=12.0)
     assert result.status == "memory", result
 
 
@@ -268,3 +270,14 @@ def test_a_spoiled_work_dir_does_not_fail_the_next_program(check_clean):
     after = attack(check_clean, "import os\ndef f():\n    return os.getcwd()\n",
                    [TestCase.call_expr("f()", "/tmp/w")])
     assert after.status == "passed", after
+
+
+def test_no_new_namespaces_mounts_or_ptrace(check_clean):
+    program = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\ndef f():\n"
+               "    calls = [libc.unshare(0x10000000), libc.unshare(0x40000000),\n"
+               "             libc.mount(b'none', b'/tmp/w', b'tmpfs', 0, None), libc.ptrace(16, 1, 0, 0),\n"
+               "             libc.setns(os.open('/proc/self/ns/net', os.O_RDONLY), 0)]\n"
+               "    pid = os.fork()\n    if pid == 0:\n        os._exit(7)\n"
+               "    return calls + [os.waitpid(pid, 0)[1] >> 8]\n")
+    result = attack(check_clean, program, [TestCase.call_expr("f()", [-1, -1, -1, -1, -1, 7])])
+    assert result.status == "passed", result.tests[0]
