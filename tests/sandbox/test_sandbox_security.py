@@ -4,6 +4,8 @@ Every test takes `proven_isolated`, which first shows that the isolation is real
 that backend; a regression then fails these tests instead of taking the machine down. After each
 attack, `check_clean` runs a probe on the same worker that must find nothing the attack left.
 """
+import os
+
 import pytest
 from conftest import SECRET_NAME, SECRET_VALUE, program_processes, quick_limits
 
@@ -43,6 +45,11 @@ def check_clean(proven_isolated):
     assert result.status == "passed", f"a program left something for the next one: {result.tests[0].actual}"
     if backend.name == "local":
         assert program_processes(backend) == []
+        assert all(not w.cgroup.prog_procs() for w in list(backend._all) if w.cgroup)
+        assert not [d for d in os.listdir("/tmp") if d.startswith("align-sandbox-")]
+    else:
+        from sandbox.docker_backend import our_containers
+        assert len(our_containers(backend.client, owner=os.getpid())) <= 1  # at most the one warm worker
 
 
 def test_secrets_and_host_files_are_invisible(check_clean):
