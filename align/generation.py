@@ -122,9 +122,10 @@ def _find_stop(text: str, stop: list[str]) -> tuple[int, str] | None:
 
 @torch.inference_mode()
 def _generate_batch(model, tokenizer, rows: list[list[int]], *, max_new_tokens: int, temperature: float,
-                    top_p: float, stop: list[str], eos_ids: set[int], pad_id: int,
+                    top_p: float, stops: list[list[str]], eos_ids: set[int], pad_id: int,
                     generator: torch.Generator | None) -> list[tuple[list[int], str, str | None]]:
-    """Complete left-padded `rows`; returns (completion ids, finish reason, stop string) per row."""
+    """Complete left-padded `rows` (row i stops at any of `stops[i]`); returns (completion ids, finish
+    reason, stop string) per row."""
     device = next(model.parameters()).device
     input_ids, attention_mask = _left_pad(rows, pad_id, device)
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
@@ -132,7 +133,6 @@ def _generate_batch(model, tokenizer, rows: list[list[int]], *, max_new_tokens: 
     results: list[tuple[list[int], str, str | None] | None] = [None] * len(rows)
     active = torch.arange(len(rows), device=device)  # which original rows are still in the batch
     eos = torch.tensor(sorted(eos_ids), device=device, dtype=torch.long)
-    longest_stop = max((len(s) for s in stop), default=0)
     cache = None
     for _ in range(max_new_tokens):
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
@@ -146,11 +146,13 @@ def _generate_batch(model, tokenizer, rows: list[list[int]], *, max_new_tokens: 
             if finished_eos[j]:
                 results[row] = (completions[row], "eos", None)
                 continue
-            if stop:
+            if stops[row]:
                 # decode only a tail long enough to contain any stop string that ends in this token
-                tail = tokenizer.decode(completions[row][-(longest_stop + 4):], skip_special_tokens=True)
-                if _find_stop(tail, stop) is not None:
-                    results[row] = (completions[row], "stop", _find_stop(tail, stop)[1])
+                longest = max(len(s) for s in stops[row])
+                found = _find_stop(tokenizer.decode(completions[row][-(longest + 4):], skip_special_tokens=True),
+                                   stops[row])
+                if found is not None:
+                    results[row] = (completions[row], "stop", found[1])
                     continue
             keep.append(j)
         if not keep:
@@ -174,19 +176,24 @@ def _generate_batch(model, tokenizer, rows: list[list[int]], *, max_new_tokens: 
 def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 128, temperature: float = 0.0,
              top_p: float = 1.0, stop: list[str] | None = None, num_return_sequences: int = 1,
              batch_size: int = 8, seed: int | None = None, progress: bool = False,
-             max_prompt_length: int | None = None) -> list[Generation]:
+             max_prompt_length: int | None = None, prompt_stops: list[list[str]] | None = None) -> list[Generation]:
     """Complete every prompt (already formatted text, see `format_prompt`).
 
     Returns `len(prompts) * num_return_sequences` generations in prompt order (the samples of a
     prompt are adjacent). Temperature 0 is greedy. `seed` makes sampling reproducible on its own;
     without it the global torch RNG is used (so a seeded training run stays reproducible). The
     model runs in eval mode without gradients and is put back in its previous mode afterwards.
+    `prompt_stops[i]` adds stop strings for prompt i only (e.g. a task's own end markers).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens: expected a positive number, got {max_new_tokens!r}")
     if num_return_sequences < 1 or batch_size < 1:
         raise ValueError("num_return_sequences and batch_size must be positive")
     stop = [s for s in (stop or []) if s]
+    if prompt_stops is not None and len(prompt_stops) != len(prompts):
+        raise ValueError(f"prompt_stops: {len(prompt_stops)} lists for {len(prompts)} prompts")
+    row_stops = [stop + [s for s in (prompt_stops[i] if prompt_stops else []) if s and s not in stop]
+                 for i in range(len(prompts))]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         pad_id = 0  # padded positions are masked out; any id works
@@ -210,12 +217,13 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 128,
             chunk = order[start:start + batch_size]
             rows = [encoded[jobs[j][0]] for j in chunk]
             results = _generate_batch(model, tokenizer, rows, max_new_tokens=max_new_tokens,
-                                      temperature=temperature, top_p=top_p, stop=stop, eos_ids=eos_ids,
+                                      temperature=temperature, top_p=top_p,
+                                      stops=[row_stops[jobs[j][0]] for j in chunk], eos_ids=eos_ids,
                                       pad_id=pad_id, generator=generator)
             for j, (ids, reason, stop_string) in zip(chunk, results):
                 text = tokenizer.decode(ids, skip_special_tokens=True)
                 if reason == "stop":
-                    found = _find_stop(text, stop)
+                    found = _find_stop(text, row_stops[jobs[j][0]])
                     text = text[:found[0]] if found else text
                 outputs[j] = Generation(text=text, prompt_ids=list(encoded[jobs[j][0]]), completion_ids=ids,
                                         finish_reason=reason, prompt_index=jobs[j][0], stop=stop_string)

@@ -19,6 +19,8 @@ import random
 import sys
 import time
 
+from typing import Any
+
 import torch
 from tqdm.auto import tqdm
 
@@ -57,8 +59,9 @@ class PPOStopped(RuntimeError):
 # --------------------------------------------------------------------------- data
 
 
-def load_prompt_sets(config: Config) -> tuple[list[Prompt], list[Prompt], dict[str, int]]:
-    """Training prompts and held-out prompts: from files when given, else from the domain."""
+def load_prompt_sets(config: Config) -> tuple[Any, list[Prompt], dict[str, int]]:
+    """Training prompts and held-out prompts: from files when given, else from the domain. A domain's
+    training prompts may be a live iterable (a curriculum whose stage advances): it is re-read every step."""
     from align.data import load_prompts
 
     counts: dict[str, int] = {}
@@ -68,7 +71,7 @@ def load_prompt_sets(config: Config) -> tuple[list[Prompt], list[Prompt], dict[s
         counts.update({f"skipped_{k}": v for k, v in skipped.items()})
     else:
         domain = _domain(config)
-        train = list(domain.prompts("train"))
+        train = domain.prompts("train")
     held_out: list[Prompt] = []
     if config.eval_prompts > 0:
         if config.eval_data:
@@ -76,9 +79,9 @@ def load_prompt_sets(config: Config) -> tuple[list[Prompt], list[Prompt], dict[s
         else:
             held_out = list((domain or _domain(config)).prompts("test"))
         held_out = held_out[:config.eval_prompts]
-    if config.max_examples > 0:
+    if config.max_examples > 0 and isinstance(train, list):
         train = train[:config.max_examples]
-    if not train:
+    if not len(train):
         raise ValueError(f"no training prompts (data={config.data!r}, domain={config.domain!r})")
     return train, held_out, counts
 
@@ -89,9 +92,10 @@ def _domain(config: Config):
     return get_domain(config.domain, **config.domain_options)
 
 
-def prompt_batch(prompts: list[Prompt], state: PPOState, size: int, seed: int, rank: int = 0,
+def prompt_batch(source: Any, state: PPOState, size: int, seed: int, rank: int = 0,
                  world: int = 1) -> list[Prompt]:
     """The next `size` prompts of this process; the order is a shuffle fixed by (seed, epoch)."""
+    prompts = source if isinstance(source, list) else list(source)
     per_epoch = max(1, len(prompts) // (size * world))
     if state.position >= per_epoch:
         state.epoch, state.position = state.epoch + 1, 0
@@ -107,13 +111,20 @@ def prompt_batch(prompts: list[Prompt], state: PPOState, size: int, seed: int, r
 # --------------------------------------------------------------------------- one PPO step
 
 
+def prompt_text(tokenizer, prompt: Prompt, prompt_format: str) -> str:
+    """What the policy continues. Domains may ask for more through `Prompt.meta`: `style: completion` (plain
+    text even in chat runs) and `assistant_prefix` (the start of the answer, written after the template)."""
+    chat = prompt_format == "chat" and prompt.meta.get("style") != "completion"
+    return format_prompt(tokenizer, prompt.prompt, chat=chat) + prompt.meta.get("assistant_prefix", "")
+
+
 def rollout(models: Models, config: Config, prompts: list[Prompt]):
-    """Step 1: sample one completion per prompt."""
-    chat = config.prompt_format == "chat"
-    texts = [format_prompt(models.tokenizer, p.prompt, chat=chat) for p in prompts]
+    """Step 1: sample one completion per prompt (stop strings: `config.stop` plus each prompt's `meta['stop']`)."""
+    texts = [prompt_text(models.tokenizer, p, config.prompt_format) for p in prompts]
     return generate(models.policy, models.tokenizer, texts, max_new_tokens=config.max_new_tokens,
                     temperature=config.temperature, top_p=config.top_p, stop=config.stop,
-                    batch_size=config.generation_batch_size, max_prompt_length=config.max_prompt_length)
+                    batch_size=config.generation_batch_size, max_prompt_length=config.max_prompt_length,
+                    prompt_stops=[list(p.meta.get("stop") or []) for p in prompts])
 
 
 @torch.no_grad()
@@ -269,17 +280,25 @@ def _append(logs: dict[str, list[float]], **values: float) -> None:
 
 
 @torch.no_grad()
-def greedy_eval(models: Models, config: Config, rewards: RewardSources, prompts: list[Prompt]) -> dict[str, float]:
-    """Mean reward (and its parts) of greedy completions of held-out prompts."""
+def greedy_eval(models: Models, config: Config, rewards: RewardSources, prompts: list[Prompt],
+                path=None) -> dict[str, float]:
+    """Mean reward (and its parts) of greedy completions of held-out prompts; with `path`, one JSON line
+    per prompt (id, completion, reward, parts) is written there, for paired before/after comparisons."""
     if not prompts:
         return {}
     greedy = dataclasses.replace(config, temperature=0.0)
     generations = rollout(models, greedy, prompts)
     scores = rewards(prompts, generations, models.tokenizer)
     keep = [i for i in range(len(prompts)) if math.isfinite(scores.total[i].item())]
-    result = {"reward": float(scores.total[keep].mean()) if keep else float("nan"), "prompts": len(prompts),
-              "scored": len(keep), **mean_parts(scores.parts, keep)}
-    return result
+    if path is not None:
+        with open(path, "w") as handle:
+            for i, (prompt, generation) in enumerate(zip(prompts, generations)):
+                record = {"id": prompt.id, "completion": generation.text, "reward": scores.total[i].item(),
+                          **{key: values[i] for key, values in scores.parts.items()}}
+                handle.write(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
+                                         for k, v in record.items()}) + "\n")
+    return {"reward": float(scores.total[keep].mean()) if keep else float("nan"), "prompts": len(prompts),
+            "scored": len(keep), **mean_parts(scores.parts, keep)}
 
 
 # --------------------------------------------------------------------------- the run
@@ -333,7 +352,8 @@ def train_ppo(config: Config, prompts: list[Prompt] | None = None, reward_fn: Re
 
     summary: dict = {"critic_init": models.critic_source, "train_prompts": len(prompts), **data_counts}
     if held_out and checkpoint is None:
-        summary.update({f"eval_before_{k}": v for k, v in greedy_eval(models, config, rewards, held_out).items()})
+        before = greedy_eval(models, config, rewards, held_out, run.path / "eval_before.jsonl")
+        summary.update({f"eval_before_{k}": v for k, v in before.items()})
         (run.path / "eval_before.json").write_text(json.dumps(summary))
     elif held_out and (run.path / "eval_before.json").exists():
         previous = json.loads((run.path / "eval_before.json").read_text())
@@ -365,7 +385,8 @@ def train_ppo(config: Config, prompts: list[Prompt] | None = None, reward_fn: Re
     progress.close()
 
     if held_out and stop_reason is None:
-        summary.update({f"eval_after_{k}": v for k, v in greedy_eval(models, config, rewards, held_out).items()})
+        after = greedy_eval(models, config, rewards, held_out, run.path / "eval_after.jsonl")
+        summary.update({f"eval_after_{k}": v for k, v in after.items()})
     metrics = [r for r in run.read_metrics() if r.get("reward") is not None]
     summary.update({
         "steps": state.step, "samples": state.samples, **{f"dropped_{k}": v for k, v in state.dropped.items()},

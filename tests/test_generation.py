@@ -85,6 +85,17 @@ def test_stop_string_cuts_text_and_keeps_other_rows_going(policy):
             assert after.completion_ids == before.completion_ids and after.finish_reason == "length"
 
 
+def test_prompt_stops_apply_to_their_own_prompt_only(policy):
+    model, tokenizer = policy
+    free = generate(model, tokenizer, PROMPTS[:2], max_new_tokens=12)
+    stop = free[0].text[2:4]
+    out = generate(model, tokenizer, PROMPTS[:2], max_new_tokens=12, prompt_stops=[[stop], []])
+    assert out[0].finish_reason == "stop" and out[0].text == free[0].text[:free[0].text.index(stop)]
+    assert out[1].completion_ids == free[1].completion_ids and out[1].finish_reason == "length"
+    with pytest.raises(ValueError, match="prompt_stops"):
+        generate(model, tokenizer, PROMPTS[:2], max_new_tokens=2, prompt_stops=[[stop]])
+
+
 def test_eos_ends_a_completion_and_is_kept_in_the_ids(policy):
     model, tokenizer = policy
     greedy = generate(model, tokenizer, PROMPTS[:2], max_new_tokens=6)
