@@ -4,12 +4,12 @@
    syntax error, load error, timeout; chat and completion styles) on easy and HumanEval tasks,
    scored by the code domain's reward, completions/s; as a ratio against the bare sandbox running
    the same programs in the same run (what extraction, scoring and request building cost).
-2. pass@1 (greedy) and pass@5 (n=5, temperature 0.8) of smollm2-135m on HumanEval in completion
-   style, with generation and execution wall times. The full 164 tasks take too long on a 2-core
+2. pass@1 (greedy) and pass@5 (n=5, temperature 0.8) of smollm2-135m on HumanEval in chat style
+   (`--style completion` for the raw prompt), with generation and execution wall times. The full 164 tasks take too long on a 2-core
    CPU (about 15 tokens/s), so a documented subset runs: the first `--greedy-tasks` tasks greedily
    and the first `--sampled-tasks` tasks sampled.
 
-    python bench/code_reward.py [--greedy-tasks 40] [--sampled-tasks 16] [--skip-model]
+    python bench/code_reward.py [--greedy-tasks 16] [--sampled-tasks 6] [--skip-model]
 
 Prints one line of figures and writes bench/results/code_reward.json.
 """
@@ -20,10 +20,13 @@ import json
 import os
 import platform
 import random
+import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# bench/sandbox.py would shadow the `sandbox` package: drop this script's folder from the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from domains.code.domain import task_prompt
 from domains.code.easy import easy_tasks
@@ -89,7 +92,7 @@ def bench_throughput(count: int, workers: int) -> dict:
             **{f"status_{k}": v for k, v in status_counts(outputs).items()}}
 
 
-def bench_model(greedy_tasks: int, sampled_tasks: int, workers: int) -> dict:
+def bench_model(greedy_tasks: int, sampled_tasks: int, workers: int, style: str, max_new_tokens: int) -> dict:
     from align.models import load_causal_lm, load_tokenizer
     from domains.code.evaluate import sample
     from domains.code.passk import mean_pass_at_k
@@ -99,10 +102,10 @@ def bench_model(greedy_tasks: int, sampled_tasks: int, workers: int) -> dict:
     model = load_causal_lm("smollm2-135m")
     figures = {}
     for name, count, n, temperature in (("greedy", greedy_tasks, 1, 0.0), ("sampled", sampled_tasks, 5, 0.8)):
-        prompts = [task_prompt(t, "completion") for t in tasks[:count]]
+        prompts = [task_prompt(t, style) for t in tasks[:count]]
         start = time.perf_counter()
         groups = sample(model, tokenizer, prompts, num_samples=n, temperature=temperature,
-                        top_p=0.95 if temperature else 1.0, max_new_tokens=128, batch_size=8, seed=0)
+                        top_p=0.95 if temperature else 1.0, max_new_tokens=max_new_tokens, batch_size=10, seed=0)
         generation_s = time.perf_counter() - start
         flat = [p for p, g in zip(prompts, groups) for _ in g]
         texts = [x.text for g in groups for x in g]
@@ -113,7 +116,8 @@ def bench_model(greedy_tasks: int, sampled_tasks: int, workers: int) -> dict:
                   for i in range(len(prompts))]
         ks = [1] if n == 1 else [1, 5]
         scores = mean_pass_at_k(counts, ks)
-        figures.update({f"humaneval_{name}_tasks": count, f"humaneval_{name}_samples_per_task": n,
+        figures.update({"humaneval_prompt_style": style, "humaneval_max_new_tokens": max_new_tokens,
+                        f"humaneval_{name}_tasks": count, f"humaneval_{name}_samples_per_task": n,
                         f"humaneval_{name}_generation_s": round(generation_s, 1),
                         f"humaneval_{name}_execution_s": round(execution_s, 1),
                         f"humaneval_{name}_execution_vs_generation_time_ratio": round(execution_s / generation_s, 4),
@@ -126,14 +130,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="code reward benchmark")
     parser.add_argument("--completions", type=int, default=512)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--greedy-tasks", type=int, default=40)
-    parser.add_argument("--sampled-tasks", type=int, default=16)
+    parser.add_argument("--greedy-tasks", type=int, default=16)
+    parser.add_argument("--sampled-tasks", type=int, default=6)
+    parser.add_argument("--style", default="chat", choices=["chat", "completion"])
+    parser.add_argument("--max-new-tokens", type=int, default=192)
     parser.add_argument("--skip-model", action="store_true")
     args = parser.parse_args()
     figures = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
     figures.update(bench_throughput(args.completions, args.workers))
     if not args.skip_model:
-        figures.update(bench_model(args.greedy_tasks, args.sampled_tasks, args.workers))
+        figures.update(bench_model(args.greedy_tasks, args.sampled_tasks, args.workers, args.style,
+                                   args.max_new_tokens))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
     print(" ".join(f"{k}={v}" for k, v in figures.items() if k.startswith(("reward_", "sandbox_", "humaneval_g",

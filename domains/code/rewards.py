@@ -21,7 +21,6 @@ completion-style prompts, None to decide from the text).
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -126,7 +125,7 @@ def run_programs(prompts: list[Prompt], extractions: list[Extraction], settings:
             keys.append(None)
             continue
         tests = prompt.meta["tests"]
-        key = json.dumps([extraction.program, tests, trace_lines], sort_keys=True, default=repr)
+        key = (extraction.program, repr(tests), trace_lines)  # expected values need not be JSON (tuple keys)
         if key not in index_of:
             index_of[key] = len(requests)
             requests.append(ExecRequest(

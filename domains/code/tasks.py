@@ -17,7 +17,8 @@ Generic JSONL format (one task per line; `docs`: README "Code tasks"):
 
 Expected outputs that must be computed (HumanEval+ / MBPP+ `base_input`/`plus_input`, generic `inputs`)
 come from running the canonical solution once in the sandbox; they are cached on disk under
-`$ALIGN_CACHE_DIR/code_expected` (default `~/.cache/align/code_expected`).
+`$ALIGN_CACHE_DIR/code_expected` (default `~/.cache/align/code_expected`). Calls whose canonical output
+differs between two runs (set iteration order under string-hash randomisation) are dropped.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,7 +172,11 @@ def _tuple_parameters(contract: str, canonical_program: str, entry_point: str) -
         return set()
     names = [a.arg for a in function.args.args]
     positions = set()
-    for node in ast.walk(ast.parse(contract.strip() or "pass")):
+    try:
+        contract_tree = ast.parse(textwrap.dedent(contract).strip() or "pass")
+    except SyntaxError:
+        return set()
+    for node in ast.walk(contract_tree):
         if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance" and len(node.args) == 2
                 and isinstance(node.args[0], ast.Name) and getattr(node.args[1], "id", None) == "tuple"
                 and node.args[0].id in names):
@@ -190,8 +196,9 @@ def cache_dir() -> Path:
 def compute_expected(tasks: list[CodeTask], pending: dict[str, list[str]], *, backend: str = "auto",
                      workers: int = 2, progress: bool = True) -> dict[str, int]:
     """Fill in expected outputs of call tests whose `expected` is missing, by running each task's
-    canonical solution once in the sandbox (cached on disk by program and calls). Tests whose
-    canonical run fails are dropped and counted; returns the counts."""
+    canonical solution in the sandbox (twice, to catch outputs that depend on set order; cached on
+    disk by program and calls). Tests whose canonical run fails or is unstable are dropped and
+    counted; returns the counts."""
     from sandbox import ExecRequest, Limits, TestCase, run_many
 
     counts = {"computed": 0, "cached": 0, "dropped_canonical_failed": 0}
@@ -215,14 +222,22 @@ def compute_expected(tasks: list[CodeTask], pending: dict[str, list[str]], *, ba
                                 tests=[TestCase.call_expr(call, expected=None) for call in calls],
                                 limits=Limits(wall_s=60.0 + 0.5 * len(calls)))
                     for task, calls, _ in todo]
+        # Run twice, the second pass in reverse order so that it mostly lands on the other worker (each
+        # has its own string-hash seed): a canonical output that depends on set order differs between
+        # the passes, and such a call is dropped rather than kept as a flaky expectation.
         results = run_many(requests, backend=backend, workers=workers, progress=progress)
-        for (task, calls, cache_file), result in zip(todo, results):
-            if result.status == "sandbox_error":
+        repeat = run_many(requests[::-1], backend=backend, workers=workers)[::-1]
+        for (task, calls, cache_file), result, again in zip(todo, results, repeat):
+            if result.status == "sandbox_error" or again.status == "sandbox_error":
                 raise TaskError(f"{task.task_id}: the sandbox failed while computing expected outputs: "
-                                f"{result.error}")
+                                f"{result.error or again.error}")
             # cached as repr text (tuples and sets survive; read back with ast.literal_eval, never eval)
-            outputs = [{"ok": t.status in ("passed", "failed") and t.error is None, "repr": repr(t.actual)}
-                       for t in result.tests]
+            outputs = []
+            for first, second in zip(result.tests, again.tests):
+                ok = first.status in ("passed", "failed") and first.error is None
+                stable = repr(first.actual) == repr(second.actual)
+                counts["dropped_unstable"] = counts.get("dropped_unstable", 0) + int(ok and not stable)
+                outputs.append({"ok": ok and stable, "repr": repr(first.actual)})
             outputs += [{"ok": False, "repr": "None"}] * (len(calls) - len(outputs))
             tmp = cache_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(outputs))
