@@ -162,6 +162,7 @@ class LocalWorker:
         if not (isinstance(ready, dict) and ready.get("ready")):
             self.close()
             raise SandboxError(f"local sandbox worker sent {ready!r} instead of ready")
+        self.spare_pid = ready.get("spare_pid")
 
     def _drain_stderr(self) -> None:
         for line in iter(self.proc.stderr.readline, b""):
@@ -169,6 +170,11 @@ class LocalWorker:
 
     def stderr(self) -> str:
         return "\n".join(self.stderr_tail)[-2000:]
+
+    def is_spare(self, host_pid: int) -> bool:
+        """Whether a host pid is this worker's pre-forked spare child (not a leftover)."""
+        return self.spare_pid is not None and self.alive() and _ns_pid(host_pid) == self.spare_pid \
+            and host_pid in set(self.cgroup.prog_procs() if self.cgroup else _children_tree(self.proc.pid))
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -215,14 +221,43 @@ class LocalWorker:
             return sandbox_error(f"local worker failed: {error}; {self.stderr()}", "local", self.isolation,
                                  len(request.tests)), False
         healthy = isinstance(reply, dict) and "sandbox_error" not in reply and not reply.get("leftovers")
+        self.spare_pid = reply.get("spare_pid") if isinstance(reply, dict) else None
         peak, oom = None, False
         if self.cgroup:
             peak = self.cgroup.peak_memory()
             oom = self.cgroup.oom_kills() > oom_before
-            if self.cgroup.prog_procs():  # the zygote's cleanup missed something: never reuse
-                healthy = False
+            if [p for p in self.cgroup.prog_procs() if not self.is_spare(p)]:
+                healthy = False  # the zygote's cleanup missed something: never reuse this worker
         result = build_result(request, reply, "local", self.isolation, peak_memory=peak, program_oom=oom)
         return result, healthy
+
+
+def _status_fields(pid: int) -> dict:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except OSError:
+        return {}
+
+
+def _ns_pid(host_pid: int) -> int | None:
+    """The pid a process has in its innermost pid namespace."""
+    ns = _status_fields(host_pid).get("NSpid", "").split()
+    return int(ns[-1]) if ns else None
+
+
+def _children_tree(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/task/{current}/children") as f:
+                kids = [int(x) for x in f.read().split()]
+        except OSError:
+            kids = []
+        found += kids
+        todo += kids
+    return found
 
 
 def _force_rmtree(path: str) -> None:
@@ -262,6 +297,19 @@ class LocalBackend:
     def cgroup_names(self) -> set:
         """Every worker cgroup name this backend has created (for leftover checks)."""
         return set(self._names)
+
+    def stray_processes(self) -> list[int]:
+        """Host processes running under a uid this backend gives to programs, other than the
+        workers' pre-forked spare children: after every run this must be empty."""
+        uids, workers, found = self._uids, list(self._all), []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            fields = _status_fields(int(entry))
+            uid = int(fields.get("Uid", "-1").split()[0])
+            if uid in uids and not any(w.uid == uid and w.is_spare(int(entry)) for w in workers):
+                found.append(int(entry))
+        return found
 
     def program_uids(self) -> set:
         """Every uid this backend has given to programs (for leftover checks)."""

@@ -67,8 +67,8 @@ def write_frame(fd, obj):
 
 
 # ----------------------------------------------------------------------------- the child
-def child_setup(opts, limits, stdin_data, out_w, err_w, chan_w):
-    """In the forked child, before any untrusted code: cgroup, rlimits, uid, fds."""
+def child_prepare(opts):
+    """In a freshly forked spare child, before it gets a job: session, cgroups, uid."""
     os.setsid()
     for procs in opts.cgroup_procs:
         with open(procs, "w") as f:  # "0" = the writing task itself
@@ -81,6 +81,15 @@ def child_setup(opts, limits, stdin_data, out_w, err_w, chan_w):
                 f.write("1000")
         except OSError:
             pass
+    if opts.mode == "priv":
+        os.setgroups([])
+        os.setresgid(opts.uid, opts.uid, opts.uid)
+        os.setresuid(opts.uid, opts.uid, opts.uid)
+    _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+
+
+def child_setup(opts, limits, stdin_data, out_w, err_w, chan_w):
+    """In the child, once its job is known and before any untrusted code: rlimits, fds, cwd."""
     cpu = max(1, int(limits["cpu_s"] + 0.999))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits["file_bytes"], limits["file_bytes"]))
@@ -106,11 +115,6 @@ def child_setup(opts, limits, stdin_data, out_w, err_w, chan_w):
                 os.close(int(fd))
             except OSError:
                 pass
-    if opts.mode == "priv":
-        os.setgroups([])
-        os.setresgid(opts.uid, opts.uid, opts.uid)
-        os.setresuid(opts.uid, opts.uid, opts.uid)
-    _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
     os.chdir(opts.workdir)
     os.environ.clear()
@@ -118,28 +122,91 @@ def child_setup(opts, limits, stdin_data, out_w, err_w, chan_w):
     sys.setrecursionlimit(3000)
 
 
-def run_child(opts, request, indices, stdin_data, deadline):
-    """Fork a child for tests[indices] (or the script run when stdin_data is not None), watch it
-    until it ends or a deadline, and return what came out."""
-    limits = request["limits"]
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    chan_r, chan_w = os.pipe()
-    oom_before = oom_kills(opts)
-    pid = os.fork()
-    if pid == 0:
+class Spare:
+    """A child forked ahead of time: it joins the cgroups and drops its uid while the trusted side
+    is busy (moving a task into a memory cgroup can take ~10 ms of waiting), then blocks until it
+    is handed a job through a pipe."""
+
+    def __init__(self, opts):
+        self.out_r, out_w = os.pipe()
+        self.err_r, err_w = os.pipe()
+        self.chan_r, chan_w = os.pipe()
+        job_r, self.job_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                for fd in (self.out_r, self.err_r, self.chan_r, self.job_w):
+                    os.close(fd)
+                null = os.open("/dev/null", os.O_RDWR)  # let go of the protocol pipes at once
+                os.dup2(null, 0)
+                os.dup2(null, 1)
+                os.close(null)
+                child_prepare(opts)
+                chunks = []
+                while True:
+                    chunk = os.read(job_r, 1 << 20)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                os.close(job_r)
+                if chunks:
+                    job = json.loads(b"".join(chunks))
+                    child_setup(opts, job["limits"], job["stdin"], out_w, err_w, chan_w)
+                    if job["stdin"] is None:
+                        harness.run_tests(job["program"], job["tests"], job["indices"], job["trace"], 3)
+                    else:
+                        harness.run_script(job["program"], job["trace"], 3, job["indices"][0])
+                    harness._flush_std()
+            except BaseException:
+                pass
+            os._exit(0)
+        for fd in (out_w, err_w, chan_w, job_r):
+            os.close(fd)
+
+    def give(self, job):
+        """Hand over the job (a dead spare just reads as a child that died at once)."""
         try:
-            os.close(out_r), os.close(err_r), os.close(chan_r)
-            child_setup(opts, limits, stdin_data, out_w, err_w, chan_w)
-            if stdin_data is None:
-                harness.run_tests(request["program"], request["tests"], indices, request["trace"], 3)
-            else:
-                harness.run_script(request["program"], request["trace"], 3, indices[0])
-            harness._flush_std()
-        except BaseException:
+            view = memoryview(json.dumps(job).encode())
+            while view:
+                view = view[os.write(self.job_w, view):]
+        except OSError:
             pass
-        os._exit(0)
-    os.close(out_w), os.close(err_w), os.close(chan_w)
+        finally:
+            os.close(self.job_w)
+
+    def discard(self):
+        for fd in (self.job_w, self.out_r, self.err_r, self.chan_r):
+            os.close(fd)
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except OSError:
+            pass
+
+
+def take_spare(opts):
+    """The spare made after the last program, if it is still alive and well; else a new one."""
+    spare, opts.spare = opts.spare, None
+    if spare is not None:
+        try:
+            done, _ = os.waitpid(spare.pid, os.WNOHANG)
+        except ChildProcessError:
+            done = spare.pid
+        if done:
+            spare.discard()
+            spare = None
+    return spare or Spare(opts)
+
+
+def run_child(opts, request, indices, stdin_data, deadline):
+    """Run tests[indices] (or the script run when stdin_data is not None) in a fresh child, watch
+    it until it ends or a deadline, and return what came out."""
+    limits = request["limits"]
+    oom_before = oom_kills(opts)
+    child = take_spare(opts)
+    pid, out_r, err_r, chan_r = child.pid, child.out_r, child.err_r, child.chan_r
+    child.give({"program": request["program"], "tests": request["tests"], "trace": request["trace"],
+                "indices": indices, "stdin": stdin_data, "limits": limits})
     pidfd = os.pidfd_open(pid)
     watch = Watch(limits, deadline)
     poller = select.poll()
@@ -567,6 +634,24 @@ def handle(opts, request):
     }
 
 
+PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
+           "copy", "operator", "fractions", "hashlib", "random", "datetime", "dataclasses", "enum")
+
+
+def preload():
+    """Import what generated programs commonly import, once, so that each child does not pay for
+    it; then freeze the heap so the children's garbage collections do not copy its pages."""
+    import gc
+    import importlib
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    gc.collect()
+    gc.freeze()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", choices=["priv", "same-uid"], required=True)
@@ -578,6 +663,8 @@ def main():
     parser.add_argument("--cgroup-version", type=int, default=1)
     parser.add_argument("--rlimit-as", action="store_true")
     parser.add_argument("--rlimit-nproc", action="store_true")
+    parser.add_argument("--no-prefork", dest="prefork", action="store_false",
+                        help="fork each child when its job arrives instead of ahead of time")
     parser.add_argument("--oom-adjust", action="store_true",
                         help="children raise their OOM score so the kernel picks them, not the zygote")
     parser.add_argument("--tmpfs-workdir", action="store_true", help="the work dir is on our own tmpfs")
@@ -588,16 +675,21 @@ def main():
     if opts.mode == "priv":
         os.chown(opts.workdir, opts.uid, opts.uid)
     opts.empty_size = os.stat(opts.workdir).st_size
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    write_frame(1, {"ready": True, "pid": os.getpid()})
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a dead spare's job pipe: EPIPE, not death
+    preload()
+    opts.spare = Spare(opts) if opts.prefork else None
+    write_frame(1, {"ready": True, "pid": os.getpid(), "spare_pid": opts.spare.pid if opts.spare else None})
     while True:
         request = read_frame(0)
         if request is None:
             return
         try:
             reply = handle(opts, request)
-        except Exception as error:
+        except Exception as error:  # our own fault: reported, and the trusted side recycles us
             reply = {"sandbox_error": f"{type(error).__name__}: {error}"}
+        if opts.prefork:
+            opts.spare = Spare(opts)  # prepares itself while the trusted side reads the reply
+            reply["spare_pid"] = opts.spare.pid
         write_frame(1, reply)
 
 
