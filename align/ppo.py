@@ -18,7 +18,6 @@ import math
 import random
 import sys
 import time
-
 from typing import Any
 
 import torch
@@ -145,8 +144,10 @@ def ppo_step(models: Models, policy, critic, optimizers: dict, schedulers: dict,
     # 1. rollout
     started = time.perf_counter()
     generations = rollout(models, config, prompts)
-    state.generation_seconds += time.perf_counter() - started
-    state.generated_tokens += sum(len(g.completion_ids) for g in generations)
+    generation_seconds = time.perf_counter() - started
+    generated_tokens = sum(len(g.completion_ids) for g in generations)
+    state.generation_seconds += generation_seconds
+    state.generated_tokens += generated_tokens
 
     # 2. score; samples without a reward leave the batch (counted, never treated as a penalty)
     scores = rewards(prompts, generations, models.tokenizer)
@@ -155,7 +156,7 @@ def ppo_step(models: Models, policy, critic, optimizers: dict, schedulers: dict,
         state.dropped[reason] = state.dropped.get(reason, 0) + count
     stats = {"reward": float(scores.total[keep].mean()) if keep else float("nan"),
              **mean_parts(scores.parts, keep), "dropped": len(generations) - len(keep),
-             "response_length": sum(len(g.completion_ids) for g in generations) / len(generations)}
+             "response_length": generated_tokens / len(generations), "generation_seconds": generation_seconds}
     if not keep:
         return stats
     kept = [generations[i] for i in keep]
@@ -294,9 +295,10 @@ def greedy_eval(models: Models, config: Config, rewards: RewardSources, prompts:
         with open(path, "w") as handle:
             for i, (prompt, generation) in enumerate(zip(prompts, generations)):
                 record = {"id": prompt.id, "completion": generation.text, "reward": scores.total[i].item(),
+                          "parts": scores.details[i] if scores.details else {},
                           **{key: values[i] for key, values in scores.parts.items()}}
-                handle.write(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
-                                         for k, v in record.items()}) + "\n")
+                record = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
+                handle.write(json.dumps(record, default=str) + "\n")
     return {"reward": float(scores.total[keep].mean()) if keep else float("nan"), "prompts": len(prompts),
             "scored": len(keep), **mean_parts(scores.parts, keep)}
 

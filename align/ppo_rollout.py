@@ -103,6 +103,8 @@ class Scores:
     parts: dict[str, list[float]] = field(default_factory=dict)
     token_masks: list[list[int] | None] = field(default_factory=list)
     dropped: Counter = field(default_factory=Counter)
+    details: list[dict] = field(default_factory=list)
+    """The domain reward's own `parts` per sample (empty without a domain reward)."""
 
 
 RewardFunction = Callable[..., list[RewardOutput]]
@@ -162,22 +164,25 @@ class RewardSources:
                     else:
                         scores.token_masks[i] = list(output.token_mask)
             scores.parts.update(_numeric_parts(outputs))
+            scores.details = [dict(o.parts) for o in outputs]
         return scores
 
 
 def _numeric_parts(outputs: list[RewardOutput]) -> dict[str, list[float]]:
-    """Per-sample numbers from `RewardOutput.parts`: numeric values as they are, and for text values with
-    few distinct levels (e.g. a status) one 0/1 indicator per level, so the logs show their shares."""
+    """Per-sample numbers from `RewardOutput.parts` for the logs: numeric values as they are, and for a text
+    value with few levels that most samples carry (e.g. a status) one 0/1 indicator per level."""
     keys = sorted({k for o in outputs for k in o.parts})
     parts: dict[str, list[float]] = {}
     for key in keys:
         values = [o.parts.get(key) for o in outputs]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) or v is None or isinstance(v, bool)
-               for v in values):
+        present = [v for v in values if v is not None]
+        if not present:
+            continue
+        if all(isinstance(v, (int, float)) for v in present):
             parts[f"domain_{key}"] = [math.nan if v is None else float(v) for v in values]
-        elif all(isinstance(v, str) or v is None for v in values):
-            levels = sorted({v for v in values if v is not None})
-            if len(levels) <= 10:
+        elif all(isinstance(v, str) for v in present) and 2 * len(present) >= len(values):
+            levels = sorted(set(present))
+            if len(levels) <= 8:
                 for level in levels:
                     parts[f"domain_{key}_{level}"] = [float(v == level) for v in values]
     return parts

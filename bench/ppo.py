@@ -1,0 +1,210 @@
+"""PPO speed against TRL's PPOTrainer, and a learning check with a known optimum.
+
+Speed: our `align ppo` trainer and TRL's PPOTrainer (`trl.experimental.ppo`, TRL 1.12.0: the last
+release that ships it; TRL 1.13+ removed PPO) run one after the other in the same process on the
+same policy, the same reward model (a sequence-classification head on the policy's backbone; each
+critic starts from it), the same prompts, rollout batch, minibatch size, PPO epochs, response
+length, temperature and learning rate, fp32. Reported: PPO steps/s (steps 2..N; step 1 warms up)
+and generated tokens/s during rollouts, and their ratios (ours / TRL).
+
+Learning check (ours only): reward = how many times the letter `e` appears in the completion (its
+optimum is a completion of e's), tiny-llama, fixed steps, 3 seeds: mean reward of the first and
+the last 4 steps, and the largest KL to the reference.
+
+    make bench-ppo       # or: PYTHONPATH=.bench-site-ppo .venv/bin/python bench/ppo.py [--policy smollm2-135m]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TOPICS = ["tea", "rain", "a bicycle", "the sea", "a library", "winter", "a garden", "music", "bread", "a river",
+          "the moon", "a cat", "coffee", "a train", "mountains", "a city"]
+
+
+def prompts():
+    from align.types import Prompt
+
+    return [Prompt(prompt=f"Write one short sentence about {topic}.", id=str(i)) for i, topic in enumerate(TOPICS * 4)]
+
+
+def make_reward_model(policy: str, directory: Path) -> str:
+    """A reward model on the policy's backbone (random head, fixed seed): the same for both trainers."""
+    import torch
+
+    from align.models import load_reward_model
+
+    torch.manual_seed(0)
+    load_reward_model(policy).save_pretrained(directory)
+    return str(directory)
+
+
+def mean_after_first(values: list[float]) -> float:
+    rest = values[1:] if len(values) > 1 else values
+    return sum(rest) / len(rest)
+
+
+def run_ours(args, reward_model: str, output_dir: Path) -> dict:
+    from align.ppo import Config, train_ppo
+
+    config = Config(model=args.policy, reward_model=reward_model, critic_model="reward_model",
+                    rollout_batch_size=args.batch, generation_batch_size=args.batch, batch_size=args.minibatch,
+                    ppo_epochs=args.ppo_epochs, max_new_tokens=args.response_length, temperature=1.0,
+                    learning_rate=args.learning_rate, critic_learning_rate=args.learning_rate, kl_coef=0.05,
+                    max_steps=args.steps, save_steps=0, report=False, progress=False, precision="fp32",
+                    output_dir=str(output_dir), seed=args.seed)
+    train_ppo(config, prompts=prompts())
+    rows = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = rows[1:] if len(rows) > 1 else rows
+    return {"steps": len(rows), "seconds_per_step": mean_after_first([r["step_seconds"] for r in rows]),
+            "generated_tokens_per_second": sum(r["response_length"] * args.batch for r in steps)
+            / sum(r["generation_seconds"] for r in steps)}
+
+
+def run_trl(args, reward_model: str, output_dir: Path) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, TrainerCallback
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+    from trl.experimental.ppo import ppo_trainer as trl_ppo
+
+    from align.generation import encode_prompt, format_prompt
+    from align.models import load_tokenizer, resolve_model_path
+
+    tokenizer = load_tokenizer(args.policy, padding_side="left")
+    path = resolve_model_path(args.policy)
+    dataset = Dataset.from_dict({"input_ids": [encode_prompt(tokenizer, format_prompt(tokenizer, p.prompt))
+                                               for p in prompts()]})
+    step_ends: list[float] = []
+    generation: dict[str, list[float]] = {"seconds": [], "tokens": []}
+    original = trl_ppo.batch_generation
+
+    def timed_generation(model, queries, local_rollout_forward_batch_size, pad_token_id, generation_config):
+        started = time.perf_counter()
+        query_responses, logits = original(model, queries, local_rollout_forward_batch_size, pad_token_id,
+                                           generation_config)
+        generation["seconds"].append(time.perf_counter() - started)
+        generation["tokens"].append(int((query_responses[:, queries.shape[1]:] != pad_token_id).sum()))
+        return query_responses, logits
+
+    class StepTimer(TrainerCallback):
+        def on_step_end(self, *_, **__):
+            step_ends.append(time.perf_counter())
+
+    trl_ppo.batch_generation = timed_generation
+    torch.manual_seed(args.seed)
+    config = PPOConfig(output_dir=str(output_dir), per_device_train_batch_size=args.minibatch,
+                       gradient_accumulation_steps=1, num_mini_batches=args.batch // args.minibatch,
+                       local_rollout_forward_batch_size=args.batch, num_ppo_epochs=args.ppo_epochs,
+                       response_length=args.response_length, temperature=1.0, learning_rate=args.learning_rate,
+                       kl_coef=0.05, total_episodes=args.steps * args.batch, num_sample_generations=0,
+                       stop_token="eos", report_to=[], save_strategy="no", logging_steps=1, seed=args.seed,
+                       bf16=False, fp16=False, use_cpu=True, dataloader_num_workers=0, lr_scheduler_type="constant",
+                       disable_tqdm=True)
+    trainer = PPOTrainer(args=config, processing_class=tokenizer,
+                         model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
+                         ref_model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
+                         reward_model=AutoModelForSequenceClassification.from_pretrained(reward_model),
+                         value_model=AutoModelForSequenceClassification.from_pretrained(reward_model),
+                         train_dataset=dataset, callbacks=[StepTimer()])
+    started = time.perf_counter()
+    try:
+        trainer.train()
+    finally:
+        trl_ppo.batch_generation = original
+    times = [started] + step_ends
+    durations = [b - a for a, b in zip(times, times[1:])]
+    return {"steps": len(durations), "seconds_per_step": mean_after_first(durations),
+            "generated_tokens_per_second": sum(generation["tokens"][1:]) / max(sum(generation["seconds"][1:]), 1e-9)}
+
+
+def learning_check(args, output_root: Path) -> dict:
+    from align.ppo import Config, train_ppo
+    from align.types import RewardOutput
+
+    def count_e(prompts, completions, **meta):
+        return [RewardOutput(reward=float(c.count("e"))) for c in completions]
+
+    runs = []
+    for seed in args.seeds:
+        config = Config(model="tiny-llama", domain_reward=True, rollout_batch_size=16, batch_size=8,
+                        max_new_tokens=8, learning_rate=3e-3, critic_learning_rate=1e-3, kl_coef=0.01,
+                        max_steps=args.learning_steps, save_steps=0, report=False, progress=False, seed=seed,
+                        output_dir=str(output_root / f"learn-{seed}"))
+        train_ppo(config, prompts=prompts(), reward_fn=count_e)
+        rows = [json.loads(line) for line in (output_root / f"learn-{seed}" / "metrics.jsonl").read_text().splitlines()]
+        rewards, kls = [r["reward"] for r in rows], [r["kl"] for r in rows]
+        runs.append({"seed": seed, "reward_first4": sum(rewards[:4]) / 4, "reward_last4": sum(rewards[-4:]) / 4,
+                     "max_kl": max(kls), "final_kl": kls[-1], "rewards": rewards, "kls": kls})
+    return {"task": "reward = count of the letter e in the completion (tiny-llama, 8 new tokens)",
+            "steps": args.learning_steps, "runs": runs,
+            "reward_rose_in_every_seed": all(r["reward_last4"] > r["reward_first4"] for r in runs)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--policy", default="tiny-llama")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--minibatch", type=int, default=4)
+    parser.add_argument("--ppo-epochs", type=int, default=2)
+    parser.add_argument("--response-length", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=1e-6)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--learning-steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--skip-trl", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ppo.json"))
+    args = parser.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result: dict = {"policy": args.policy, "batch": args.batch, "minibatch": args.minibatch,
+                    "ppo_epochs": args.ppo_epochs, "response_length": args.response_length, "steps": args.steps,
+                    "threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        reward_model = make_reward_model(args.policy, tmp / "rm")
+        result["ours"] = run_ours(args, reward_model, tmp / "ours")
+        if args.skip_trl:
+            result["trl"] = None
+        else:
+            try:
+                import trl
+
+                result["trl_version"] = trl.__version__
+                result["trl"] = run_trl(args, reward_model, tmp / "trl")
+            except ImportError as error:
+                result["trl"] = None
+                result["trl_error"] = f"TRL's PPOTrainer is not importable ({error}); run `make bench-ppo`"
+        if result.get("trl"):
+            result["steps_per_second_ratio"] = result["trl"]["seconds_per_step"] / result["ours"]["seconds_per_step"]
+            result["generated_tokens_per_second_ratio"] = (result["ours"]["generated_tokens_per_second"]
+                                                           / result["trl"]["generated_tokens_per_second"])
+        result["learning"] = learning_check(args, tmp)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    learn = result["learning"]["runs"]
+    speed = (f"steps/s ours/TRL {result['steps_per_second_ratio']:.2f}x, gen tok/s {result['generated_tokens_per_second_ratio']:.2f}x"
+             if result.get("trl") else f"TRL not run ({result.get('trl_error', 'skipped')})")
+    print(f"bench ppo [{args.policy}, batch {args.batch}, {args.response_length} tokens]: {speed}; learning "
+          + ", ".join(f"seed {r['seed']}: reward {r['reward_first4']:.2f}->{r['reward_last4']:.2f} max KL {r['max_kl']:.2f}"
+                      for r in learn) + f"  -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

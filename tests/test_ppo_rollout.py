@@ -1,0 +1,90 @@
+"""PPO experience layout, token offsets and FGO masks; the demo's statistics (hand-computed)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from align.generation import Generation
+from align.ppo_demo import compare_pass_at_1, mcnemar_exact, wilson_interval
+from align.ppo_losses import logprobs_from_logits
+from align.ppo_rollout import collate, completion_offsets, policy_mask, response_logprobs, response_values
+from align.value_model import ValueModel
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from align.models import load_causal_lm, load_tokenizer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model gains nothing from threads on a busy shared CPU
+    yield load_causal_lm("tiny-llama").eval(), load_tokenizer("tiny-llama", padding_side="left")
+    torch.set_num_threads(threads)
+
+
+def test_collate_aligns_every_response_at_the_same_column():
+    batch = collate([[1, 2], [3]], [[4, 5, 6], [7]], pad_id=0)
+    assert batch.input_ids.tolist() == [[1, 2, 4, 5, 6], [0, 3, 7, 0, 0]]
+    assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 1], [0, 1, 1, 0, 0]]
+    assert batch.position_ids.tolist() == [[0, 1, 2, 3, 4], [0, 0, 1, 1, 1]]
+    assert batch.response_ids.tolist() == [[4, 5, 6], [7, 0, 0]]
+    assert batch.response_mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch.prompt_width == 2
+
+
+def test_padded_logprobs_and_values_equal_unpadded_ones(tiny):
+    model, _ = tiny
+    prompts, completions = [[5, 6, 7, 8], [9]], [[10, 11], [12, 13, 14]]
+    batch = collate(prompts, completions, pad_id=0)
+    with torch.no_grad():
+        logprobs = response_logprobs(model, batch)
+        critic = ValueModel.from_causal_lm(model)
+        torch.nn.init.normal_(critic.head.weight)
+        values = response_values(critic, batch)
+        for row, (prompt, completion) in enumerate(zip(prompts, completions)):
+            ids = torch.tensor([prompt + completion])
+            logits = model(ids).logits[:, len(prompt) - 1:-1]
+            expected = logprobs_from_logits(logits, torch.tensor([completion]))[0]
+            assert torch.allclose(logprobs[row, :len(completion)], expected, atol=1e-5)
+            hidden = critic(ids, torch.ones_like(ids))[0, len(prompt) - 1:-1]
+            assert torch.allclose(values[row, :len(completion)], hidden, atol=1e-5)
+
+
+def test_completion_offsets_cover_the_text_token_by_token(tiny):
+    _, tokenizer = tiny
+    ids = tokenizer("def add(a, b):\n    return a + b", add_special_tokens=False)["input_ids"]
+    text = tokenizer.decode(ids)
+    spans = completion_offsets(tokenizer, Generation(text=text, prompt_ids=[], completion_ids=ids,
+                                                     finish_reason="length"))
+    assert len(spans) == len(ids) and spans[0][0] == 0 and spans[-1][1] == len(text)
+    assert "".join(text[a:b] for a, b in spans) == text
+    # a completion cut at a stop string: spans past the cut are empty
+    cut = Generation(text=text[:5], prompt_ids=[], completion_ids=ids, finish_reason="stop")
+    assert all(b <= 5 for _, b in completion_offsets(tokenizer, cut))
+
+
+def test_policy_mask_applies_fgo_masks_where_given():
+    batch = collate([[1], [2]], [[3, 4, 5], [6, 7]], pad_id=0)
+    mask = policy_mask(batch, [[1, 0, 1], None])
+    assert mask.tolist() == [[1, 0, 1], [1, 1, 0]]
+
+
+def test_wilson_interval_and_mcnemar_hand_computed():
+    # 8/10: centre (0.8 + 1.96^2/20) / (1 + 1.96^2/10) = 0.71673, half-width 0.22658
+    low, high = wilson_interval(8, 10)
+    assert (low, high) == pytest.approx((0.49016, 0.94331), abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    # 6 gained, 1 lost: 2 * (C(7,0) + C(7,1)) / 2^7 = 0.125;  8 vs 0: 2 / 2^8
+    assert mcnemar_exact(6, 1) == pytest.approx(0.125)
+    assert mcnemar_exact(8, 0) == pytest.approx(2 / 256)
+    assert mcnemar_exact(0, 0) == 1.0
+
+
+def test_compare_pass_at_1_calls_small_changes_noise():
+    before = [True, False, False, True]
+    after = [True, True, False, True]
+    result = compare_pass_at_1(before, after, "x")
+    assert result["x_pass@1_before"] == 0.5 and result["x_pass@1_after"] == 0.75
+    assert result["x_tasks_gained"] == 1 and result["x_tasks_lost"] == 0
+    assert result["x_verdict"].startswith("no significant change")
+    many = compare_pass_at_1([False] * 20, [True] * 10 + [False] * 10, "y")
+    assert many["y_verdict"] == "improved" and many["y_mcnemar_p"] < 0.01
