@@ -1,13 +1,14 @@
-# ruff: noqa: BLE001, S110, SIM102  (this file runs untrusted code and must survive anything it does)
+# ruff: noqa: BLE001, SIM102  (this file runs untrusted code and must survive anything it does)
 """The pre-started worker inside the sandbox: pays the interpreter and namespace start-up once,
 then forks one fresh child per program (and per stdin/stdout test, or after a test that timed out
 or crashed, to go on with the remaining tests).
 
 Standard library only. Talks to the trusted side over fds 0/1 in frames (4-byte big-endian
 length + JSON). Two modes:
-- `priv` (local bubblewrap backend): the zygote keeps only CAP_SETUID/CAP_SETGID; each child
-  joins the per-program cgroup, drops to the worker's unprivileged uid, sets no_new_privs and
-  rlimits. The program cannot signal or trace the zygote (another uid).
+- `priv` (local bubblewrap backend): the zygote is root inside its namespaces with only
+  CAP_SETUID, CAP_SETGID, CAP_CHOWN and CAP_KILL; each child joins the per-program cgroup, drops
+  to the worker's unprivileged uid, sets no_new_privs and rlimits. The program cannot signal or
+  trace the zygote (another uid).
 - `same-uid` (docker backend, container user already unprivileged): the zygote is pid 1 of the
   container, which the kernel shields from signals sent inside the namespace, and it makes
   itself non-dumpable so the program cannot ptrace it or read its memory.
@@ -18,22 +19,17 @@ import argparse
 import ctypes
 import json
 import os
-import resource
 import select
-import shutil
 import signal
-import stat
 import struct
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness
+from zygote_child import Spare, take_spare
+from zygote_cleanup import kill_program, leftovers, oom_kills
 
 PR_SET_DUMPABLE = 4
-PR_SET_NO_NEW_PRIVS = 38
-PR_SET_PDEATHSIG = 1
-IPC_RMID = 0
 CHANNEL_MAX = 16 << 20
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -66,138 +62,7 @@ def write_frame(fd, obj):
         view = view[os.write(fd, view):]
 
 
-# ----------------------------------------------------------------------------- the child
-def child_prepare(opts):
-    """In a freshly forked spare child, before it gets a job: session, cgroups, uid."""
-    os.setsid()
-    for procs in opts.cgroup_procs:
-        with open(procs, "w") as f:  # "0" = the writing task itself
-            f.write("0")
-    if opts.mode == "priv":
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if opts.oom_adjust:
-        try:
-            with open("/proc/self/oom_score_adj", "w") as f:
-                f.write("1000")
-        except OSError:
-            pass
-    if opts.mode == "priv":
-        os.setgroups([])
-        os.setresgid(opts.uid, opts.uid, opts.uid)
-        os.setresuid(opts.uid, opts.uid, opts.uid)
-    _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-
-
-def child_setup(opts, limits, stdin_data, out_w, err_w, chan_w):
-    """In the child, once its job is known and before any untrusted code: rlimits, fds, cwd."""
-    cpu = max(1, int(limits["cpu_s"] + 0.999))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limits["file_bytes"], limits["file_bytes"]))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
-    resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0))
-    if opts.rlimit_as:  # backstop when no memory cgroup is in force
-        cap = limits["memory_bytes"] + (256 << 20)
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    if opts.rlimit_nproc:  # backstop when no pids cgroup is in force (dedicated uid per worker)
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"], limits["processes"]))
-    if stdin_data is None:
-        stdin_fd = os.open("/dev/null", os.O_RDONLY)
-    else:
-        stdin_fd = os.memfd_create("stdin")
-        os.write(stdin_fd, stdin_data.encode("utf-8", "surrogateescape"))
-        os.lseek(stdin_fd, 0, os.SEEK_SET)
-    for src, dst in ((stdin_fd, 0), (out_w, 1), (err_w, 2), (chan_w, 3)):
-        os.dup2(src, dst, inheritable=True)
-    for fd in os.listdir("/proc/self/fd"):
-        if int(fd) > 3:
-            try:
-                os.close(int(fd))
-            except OSError:
-                pass
-    _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
-    os.chdir(opts.workdir)
-    os.environ.clear()
-    os.environ.update({"PATH": "/usr/bin", "HOME": opts.workdir, "LANG": "C.UTF-8", "TMPDIR": opts.workdir})
-    sys.setrecursionlimit(3000)
-
-
-class Spare:
-    """A child forked ahead of time: it joins the cgroups and drops its uid while the trusted side
-    is busy (moving a task into a memory cgroup can take ~10 ms of waiting), then blocks until it
-    is handed a job through a pipe."""
-
-    def __init__(self, opts):
-        self.out_r, out_w = os.pipe()
-        self.err_r, err_w = os.pipe()
-        self.chan_r, chan_w = os.pipe()
-        job_r, self.job_w = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:
-            try:
-                for fd in (self.out_r, self.err_r, self.chan_r, self.job_w):
-                    os.close(fd)
-                null = os.open("/dev/null", os.O_RDWR)  # let go of the protocol pipes at once
-                os.dup2(null, 0)
-                os.dup2(null, 1)
-                os.close(null)
-                child_prepare(opts)
-                chunks = []
-                while True:
-                    chunk = os.read(job_r, 1 << 20)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                os.close(job_r)
-                if chunks:
-                    job = json.loads(b"".join(chunks))
-                    child_setup(opts, job["limits"], job["stdin"], out_w, err_w, chan_w)
-                    if job["stdin"] is None:
-                        harness.run_tests(job["program"], job["tests"], job["indices"], job["trace"], 3)
-                    else:
-                        harness.run_script(job["program"], job["trace"], 3, job["indices"][0])
-                    harness._flush_std()
-            except BaseException:
-                pass
-            os._exit(0)
-        for fd in (out_w, err_w, chan_w, job_r):
-            os.close(fd)
-
-    def give(self, job):
-        """Hand over the job (a dead spare just reads as a child that died at once)."""
-        try:
-            view = memoryview(json.dumps(job).encode())
-            while view:
-                view = view[os.write(self.job_w, view):]
-        except OSError:
-            pass
-        finally:
-            os.close(self.job_w)
-
-    def discard(self):
-        for fd in (self.job_w, self.out_r, self.err_r, self.chan_r):
-            os.close(fd)
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-        except OSError:
-            pass
-
-
-def take_spare(opts):
-    """The spare made after the last program, if it is still alive and well; else a new one."""
-    spare, opts.spare = opts.spare, None
-    if spare is not None:
-        try:
-            done, _ = os.waitpid(spare.pid, os.WNOHANG)
-        except ChildProcessError:
-            done = spare.pid
-        if done:
-            spare.discard()
-            spare = None
-    return spare or Spare(opts)
-
-
+# ----------------------------------------------------------------------------- one child
 def run_child(opts, request, indices, stdin_data, deadline):
     """Run tests[indices] (or the script run when stdin_data is not None) in a fresh child, watch
     it until it ends or a deadline, and return what came out."""
@@ -332,195 +197,6 @@ class Watch:
                 self.signal = os.WTERMSIG(wait_status)
             else:
                 self.exit_code = os.WEXITSTATUS(wait_status)
-
-
-# ----------------------------------------------------------------------------- cleanup
-def oom_kills(opts):
-    if not opts.memcg:
-        return 0
-    try:
-        name = "memory.events" if opts.cgroup_version == 2 else "memory.oom_control"
-        with open(os.path.join(opts.memcg, name)) as f:
-            for line in f:
-                key, _, value = line.partition(" ")
-                if key == "oom_kill":
-                    return int(value)
-    except OSError:
-        pass
-    return 0
-
-
-def _other_pids():
-    me = os.getpid()
-    return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != me]
-
-
-def _as_program_uid(opts, action):
-    """Run `action` in a helper that has dropped to the program uid (never as root)."""
-    helper = os.fork()
-    if helper == 0:
-        try:
-            os.setgroups([])
-            os.setresgid(opts.uid, opts.uid, opts.uid)
-            os.setresuid(opts.uid, opts.uid, opts.uid)
-            if os.getuid() != 0 and os.geteuid() != 0:
-                action(opts)
-        except BaseException as error:
-            os.write(2, f"zygote helper: {type(error).__name__}: {error}\n".encode())
-        finally:
-            os._exit(0)
-    os.waitpid(helper, 0)
-
-
-def _kill_minus_one(_opts=None):
-    """kill(-1, SIGKILL): every process we may signal except ourselves (and pid 1 of the
-    namespace). Only ever called as pid 1 of our own pid namespace, or as the program uid."""
-    assert os.getpid() == 1 or (os.getuid() != 0 and os.geteuid() != 0)
-    for _ in range(100):
-        try:
-            os.kill(-1, signal.SIGKILL)
-        except ProcessLookupError:
-            break
-
-
-def kill_program(opts, pid):
-    """Kill the child and everything it started, reap what is ours, remove what it wrote."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except OSError:
-        pass
-    if os.getpid() == 1:  # our own pid namespace: kill(-1) reaches the program's processes only
-        _kill_minus_one()
-    elif opts.mode == "priv":  # degraded, no pid namespace: the dedicated uid, from a helper
-        _as_program_uid(opts, _kill_minus_one)
-    for procs in opts.cgroup_procs:
-        _kill_listed(procs)
-    reap(pid)
-    if something_to_clean(opts):
-        if opts.mode == "priv":
-            _as_program_uid(opts, clean_files)
-        else:
-            clean_files(opts)
-
-
-def _workdir_intact(opts):
-    try:
-        st = os.lstat(opts.workdir)
-    except OSError:
-        return False
-    return stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700
-
-
-def _entries(root, opts):
-    """Entries of a directory to empty, never the work dir itself (it may live in a scratch root)."""
-    return [n for n in os.listdir(root) if os.path.join(root, n) != opts.workdir]
-
-
-def something_to_clean(opts):
-    if not _workdir_intact(opts):
-        return True
-    if opts.mode == "priv":
-        # the work dir belongs to the program uid and may be unreadable to us; on tmpfs a
-        # directory's size counts its entries, which the owner cannot fake (unlike its mtime)
-        if not opts.tmpfs_workdir or os.stat(opts.workdir).st_size != opts.empty_size:
-            return True
-    for root in ([] if opts.mode == "priv" else [opts.workdir]) + opts.scratch:
-        try:
-            if _entries(root, opts):
-                return True
-        except OSError:
-            pass
-    for kind in ("shm", "msg", "sem"):
-        try:
-            with open(f"/proc/sysvipc/{kind}") as f:
-                if len(f.read().splitlines()) > 1:
-                    return True
-        except OSError:
-            pass
-    return False
-
-
-def _kill_listed(procs):
-    try:
-        with open(procs) as f:
-            for line in f:
-                try:
-                    os.kill(int(line), signal.SIGKILL)
-                except (OSError, ValueError):
-                    pass
-    except OSError:
-        pass
-
-
-def reap(pid):
-    deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline:
-        try:
-            got, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            got = None
-        if os.getpid() != 1:
-            return
-        if not _other_pids():
-            return
-        if not got:
-            time.sleep(0.002)
-
-
-def leftovers():
-    """Processes other than us inside our namespace (only meaningful as pid 1)."""
-    return _other_pids() if os.getpid() == 1 else []
-
-
-def clean_files(opts):
-    """Remove everything the program wrote, and its SysV IPC objects (runs as the program uid
-    in priv mode, so directories it made unreadable can be opened again by their owner)."""
-    if not _workdir_intact(opts):  # chmod-ed, or (same-uid mode) replaced by a file or a symlink
-        if os.path.islink(opts.workdir) or not os.path.isdir(opts.workdir):
-            _remove(opts.workdir)
-            os.mkdir(opts.workdir, 0o700)
-        os.chmod(opts.workdir, 0o700)
-    for root in [opts.workdir] + opts.scratch:
-        if not os.path.isdir(root) or os.path.islink(root):
-            continue
-        for name in _entries(root, opts):
-            _remove(os.path.join(root, name))
-    for kind, ctl in (("shm", _libc.shmctl), ("msg", _libc.msgctl), ("sem", _libc.semctl)):
-        try:
-            with open(f"/proc/sysvipc/{kind}") as f:
-                rows = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            ident = int(row.split()[1])
-            if kind == "sem":
-                ctl(ident, 0, IPC_RMID, None)
-            else:
-                ctl(ident, IPC_RMID, None)
-
-
-def _remove(path):
-    def fix(func, target, _exc):
-        try:
-            os.chmod(os.path.dirname(target), 0o700)
-            os.chmod(target, 0o700)
-        except OSError:
-            pass
-        try:
-            func(target)
-        except OSError:
-            pass
-    if os.path.isdir(path) and not os.path.islink(path):
-        try:
-            os.chmod(path, 0o700)
-        except OSError:
-            pass
-        shutil.rmtree(path, onerror=fix)
-    else:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
 
 
 # ----------------------------------------------------------------------------- one program
