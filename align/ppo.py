@@ -253,8 +253,9 @@ def pretraining_loss(policy, tokenizer, texts: list[str], state: PPOState, confi
     encoded = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
                         max_length=config.max_length).to(accelerator.device)
     labels = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
+    position_ids = (encoded["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)  # the tokenizer pads on the left
     with accelerator.autocast():
-        return policy(**encoded, labels=labels, use_cache=False).loss
+        return policy(**encoded, position_ids=position_ids, labels=labels, use_cache=False).loss
 
 
 def _step(model, optimizer, scheduler, accelerator, config: Config) -> float:

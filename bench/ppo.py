@@ -16,6 +16,7 @@ the last 4 steps, and the largest KL to the reference.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -104,7 +105,9 @@ def run_trl(args, reward_model: str, output_dir: Path) -> dict:
 
     trl_ppo.batch_generation = timed_generation
     torch.manual_seed(args.seed)
-    config = PPOConfig(output_dir=str(output_dir), per_device_train_batch_size=args.minibatch,
+    # TRL's rollout batch is per_device_train_batch_size * gradient_accumulation_steps, split into
+    # num_mini_batches minibatches (one optimizer step each here, as in ours)
+    config = PPOConfig(output_dir=str(output_dir), per_device_train_batch_size=args.batch,
                        gradient_accumulation_steps=1, num_mini_batches=args.batch // args.minibatch,
                        local_rollout_forward_batch_size=args.batch, num_ppo_epochs=args.ppo_epochs,
                        response_length=args.response_length, temperature=1.0, learning_rate=args.learning_rate,
@@ -124,7 +127,7 @@ def run_trl(args, reward_model: str, output_dir: Path) -> dict:
     finally:
         trl_ppo.batch_generation = original
     times = [started] + step_ends
-    durations = [b - a for a, b in zip(times, times[1:])]
+    durations = [b - a for a, b in itertools.pairwise(times)]
     return {"steps": len(durations), "seconds_per_step": mean_after_first(durations),
             "generated_tokens_per_second": sum(generation["tokens"][1:]) / max(sum(generation["seconds"][1:]), 1e-9)}
 

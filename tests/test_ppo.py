@@ -149,6 +149,16 @@ def test_reward_model_with_another_tokenizer_and_critic_choice(tmp_path):
     assert row["reward"] == pytest.approx(0.5 * row["reward_rm"] + row["reward_domain"], abs=1e-5)
 
 
+def test_ptx_loss_is_mixed_into_the_policy_update(tmp_path):
+    ptx = tmp_path / "ptx.jsonl"
+    ptx.write_text("".join(json.dumps({"prompt": f"Tell me about tea {i}.", "response": "Tea is a drink."}) + "\n"
+                           for i in range(6)))
+    config = tiny_config(tmp_path, max_steps=1, ptx_data=str(ptx), ptx_coef=0.5, ptx_batch_size=2)
+    train_ppo(config, prompts=PROMPTS, reward_fn=count_e)
+    row = metrics(config)[0]
+    assert math.isfinite(row["ptx_loss"]) and row["ptx_loss"] > 0
+
+
 def test_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="reward_model"):
         load_config(Config, None, ["model=tiny-llama"])
