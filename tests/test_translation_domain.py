@@ -80,9 +80,31 @@ def test_preferences_split_by_document(data_dir):
     assert pair.prompt.startswith("Translate this from Chinese to English:\nChinese: ")
     # per segment: overall pairs: ref/good (0) vs minor (-1), bad (-5), awkward (-5) and minor vs bad/awkward = 8
     assert sum(p.aspect == "overall" for p in test) == 3 * 8
-    assert len(TranslationDomain(data_dir=str(data_dir), test_docs=["talk.3"], max_pairs=5).preferences("train")) == 5
+    capped = TranslationDomain(data_dir=str(data_dir), test_docs=["talk.3"], max_pairs=5, max_eval_pairs=3)
+    assert len(capped.preferences("train")) == 5 and len(capped.preferences("test")) == 3
     assert TranslationDomain(data_dir=str(data_dir), aspects=["faithfulness"]).preferences("train")[0].aspect == \
         "faithfulness"
+
+
+def test_skip_counts_are_counted_once(tmp_path):
+    rows = [("A", "train", "1", "谢谢。", "Thanks.", "No-error", "No-error"),
+            ("B", "train", "1", "谢谢。", "Thank.", "Fluency/Grammar", "Major"),
+            ("A", "train", "2", "你好。", "Hello.", "No-error", "No-error"),
+            ("B", "train", "2", "你好。", "Hello.", "Style/Awkward", "Major"),  # same text, other score
+            ("A", "test", "3", "谢谢。", "Thanks!", "No-error", "No-error"),
+            ("B", "test", "3", "谢谢。", "Thank.", "Fluency/Grammar", "Major")]
+    (tmp_path / "mqm-ted-zhen").mkdir()
+    with gzip.open(tmp_path / "mqm-ted-zhen" / "mqm_ted_zhen.tsv.gz", "wt", encoding="utf-8") as f:
+        f.write("\t".join(COLUMNS) + "\n")
+        for system, doc, seg, source, target, category, severity in rows:
+            f.write("\t".join([system, doc, "0", seg, "r1", source, target, category, severity]) + "\n")
+    domain = TranslationDomain(data_dir=str(tmp_path), test_docs=["test"])
+    assert domain.preferences("train") == []
+    expected = {"train_translations_of_test_sources": 2, "train_identical_translations": 2}  # overall + elegance
+    assert dict(domain.skipped) == expected
+    domain.preferences("train")
+    assert dict(domain.skipped) == expected  # reading the split again does not count twice
+    assert len(domain.preferences("test")) == 2  # overall and expressiveness
 
 
 def test_other_directions_have_no_mqm_pairs(data_dir):

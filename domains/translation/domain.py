@@ -79,13 +79,19 @@ class TranslationDomain:
         self.reward_config = _reward_config(reward)
         self.reward_model_path, self.comet_model_path = reward_model, comet_model
         self.batch_size, self.max_length = batch_size, max_length
-        self.skipped: Counter = Counter()
+        self._skipped: dict[str, Counter] = {}  # per data source, so reading a split twice counts once
         self._scores: list[mqm.SegmentScore] | None = None
         self._reward_model = None
         self._head_stats: HeadStats | None = None
         self._comet = None
 
     # ------------------------------------------------------------------ data
+    @property
+    def skipped(self) -> Counter:
+        """Rows and candidate pairs left out so far, by reason (bad MQM rows, identical translations, train
+        translations of sources that also occur in the test documents, bad rows of a user file)."""
+        return sum(self._skipped.values(), Counter())
+
     def resolve_data_dir(self) -> Path:
         candidates = [Path(self.data_dir)] if self.data_dir else []
         if not self.data_dir and os.environ.get(DATA_DIR_ENV):
@@ -109,7 +115,7 @@ class TranslationDomain:
             if not path.is_file():
                 raise FileNotFoundError(f"MQM annotations not found: {path}")
             self._scores, skipped = mqm.load_mqm(path, strict=self.strict)
-            self.skipped.update(skipped)
+            self._skipped["mqm"] = skipped
         return self._scores
 
     def split_scores(self, split: str) -> list[mqm.SegmentScore]:
@@ -124,22 +130,22 @@ class TranslationDomain:
         if self.data:
             return self._user_preferences(split)
         scores = self.split_scores(split)
+        counts: Counter = Counter()
         if split == "train":  # a source text in a test document never appears in training ("谢谢。", "（掌声）")
             test_sources = {s.source for s in self.split_scores("test")}
             kept = [s for s in scores if s.source not in test_sources]
-            self.skipped["train_translations_of_test_sources"] += len(scores) - len(kept)
+            counts["translations_of_test_sources"] = len(scores) - len(kept)
             scores = kept
-        counts: Counter = Counter()
         pairs = mqm.build_pairs(scores, lambda source: format_prompt(source, self.src_lang, self.tgt_lang),
                                 self.min_gap, self.aspects, self.exclude_systems, counts=counts)
-        self.skipped.update({f"{split}_{k}": v for k, v in counts.items()})
+        self._skipped[split] = Counter({f"{split}_{k}": v for k, v in counts.items()})
         random.Random(f"{self.seed}:{split}").shuffle(pairs)  # so any prefix mixes sources and aspects
         cap = self.max_pairs if split == "train" else self.max_eval_pairs
         return pairs[:cap] if cap > 0 else pairs
 
     def _user_preferences(self, split: str) -> list[PreferencePair]:
         pairs, skipped = load_user_preferences(self.data, self.src_lang, self.tgt_lang, self.strict)
-        self.skipped.update(skipped)
+        self._skipped["user_file"] = skipped
 
         def in_test(pair: PreferencePair) -> bool:  # by source text, so a source never sits on both sides
             digest = hashlib.sha1(pair.extra["source_text"].encode()).digest()
