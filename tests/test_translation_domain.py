@@ -97,7 +97,7 @@ def test_skip_counts_are_counted_once(tmp_path):
     with gzip.open(tmp_path / "mqm-ted-zhen" / "mqm_ted_zhen.tsv.gz", "wt", encoding="utf-8") as f:
         f.write("\t".join(COLUMNS) + "\n")
         for system, doc, seg, source, target, category, severity in rows:
-            f.write("\t".join([system, doc, "0", seg, "r1", source, target, category, severity]) + "\n")
+            f.write(f"{system}\t{doc}\t0\t{seg}\tr1\t{source}\t{target}\t{category}\t{severity}\n")
     domain = TranslationDomain(data_dir=str(tmp_path), test_docs=["test"])
     assert domain.preferences("train") == []
     expected = {"train_translations_of_test_sources": 2, "train_identical_translations": 2}  # overall + elegance
