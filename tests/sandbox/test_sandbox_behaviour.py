@@ -1,5 +1,5 @@
 """What the sandbox reports for ordinary programs, on every backend."""
-from conftest import quick_limits
+from sandbox_helpers import quick_limits
 
 from sandbox import ExecRequest, TestCase
 

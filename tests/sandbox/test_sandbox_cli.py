@@ -3,7 +3,7 @@ import json
 import os
 
 import pytest
-from conftest import IN_CI, unavailable
+from sandbox_helpers import IN_CI, unavailable
 
 from sandbox import ExecRequest, IsolationError, TestCase, run_many
 from sandbox.cli import TestsFileError, main, parse_tests

@@ -4,7 +4,7 @@ import asyncio
 import os
 
 import pytest
-from conftest import unavailable
+from sandbox_helpers import unavailable
 
 from sandbox import ExecRequest, TestCase
 

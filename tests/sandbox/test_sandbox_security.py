@@ -7,7 +7,7 @@ attack, `check_clean` runs a probe on the same worker that must find nothing the
 import os
 
 import pytest
-from conftest import SECRET_NAME, SECRET_VALUE, program_processes, quick_limits
+from sandbox_helpers import SECRET_NAME, SECRET_VALUE, program_processes, quick_limits
 
 from sandbox import ExecRequest, TestCase
 
