@@ -155,7 +155,11 @@ def load_rm_data(config) -> LoadedRMData:
                          f"(skipped: {dict(skipped) or 'none'})")
 
     missing_strength = 0
-    if config.loss.strengths:
+    if config.loss.strengths == "compute":  # `align strength` first: an in-sample ensemble on these pairs
+        from align.strength import compute_strengths
+
+        compute_strengths(train_pairs, config)
+    elif config.loss.strengths:
         missing_strength = _attach_strengths(train_pairs, config.loss.strengths, config.strict)
     elif config.loss.needs_strength:
         missing_strength = sum(p.strength is None for p in train_pairs)
