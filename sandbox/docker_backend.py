@@ -98,7 +98,7 @@ class DockerWorker:
                 image, command=["/usr/bin/python3", "-I", "-S", "-B", "/sandbox/zygote.py", "--mode", "same-uid",
                                 "--workdir", "/tmp/w", "--scratch", "/tmp", "--scratch", "/dev/shm",
                                 "--scratch", "/dev/mqueue",
-                                "--memcg", "/sys/fs/cgroup/memory", "--cgroup-version", "1", "--oom-adjust"],
+                                "--memcg", "auto", "--oom-adjust"],
                 user=USER, working_dir="/tmp", environment={"PATH": "/usr/bin", "LANG": "C.UTF-8"},
                 stdin_open=True, tty=False, network_mode="none", network_disabled=True, read_only=True,
                 # tmpfs pages count against the memory limit and cannot be reclaimed: keep the

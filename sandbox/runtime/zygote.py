@@ -335,7 +335,8 @@ def main():
     parser.add_argument("--workdir", default="/tmp/w")
     parser.add_argument("--scratch", action="append", default=[], help="more dirs to empty after a run")
     parser.add_argument("--cgroup-procs", action="append", default=[])
-    parser.add_argument("--memcg", default="")
+    parser.add_argument("--memcg", default="", help="memory cgroup dir to read OOM kills from, or 'auto' "
+                        "for the one mounted at /sys/fs/cgroup (docker: the container's own)")
     parser.add_argument("--cgroup-version", type=int, default=1)
     parser.add_argument("--rlimit-as", action="store_true")
     parser.add_argument("--rlimit-nproc", action="store_true")
@@ -345,6 +346,9 @@ def main():
                         help="children raise their OOM score so the kernel picks them, not the zygote")
     parser.add_argument("--tmpfs-workdir", action="store_true", help="the work dir is on our own tmpfs")
     opts = parser.parse_args()
+    if opts.memcg == "auto":
+        v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+        opts.memcg, opts.cgroup_version = ("/sys/fs/cgroup", 2) if v2 else ("/sys/fs/cgroup/memory", 1)
     _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     os.makedirs(opts.workdir, exist_ok=True)
     os.chmod(opts.workdir, 0o700)
