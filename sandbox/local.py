@@ -78,7 +78,7 @@ def probe_isolation() -> dict:
 class LocalWorker:
     def __init__(self, index: int, isolation: dict):
         self.index, self.isolation = index, isolation
-        self.uid = 100_000 + (os.getpid() % 100_000) * 16 + index
+        self.uid = 100_000 + os.getpid() * 128 + index  # unique per live process and worker (pid_max <= 2**22)
         self.name = f"{os.getpid()}-w{index}-{os.urandom(3).hex()}"
         self.cgroup = None
         self.workdir = None
@@ -283,15 +283,15 @@ class LocalBackend:
             self.isolation["degraded"] = True
         if os.geteuid() == 0:
             cgroups.reap_stale()
-        self.max_workers = max(1, workers)
+        self.max_workers = min(max(1, workers), 64)
         self._idle: queue.LifoQueue = queue.LifoQueue()
         self._lock = threading.Lock()
         self._started = 0
         self._all: set = set()
-        self._next_index = 0
         self._closed = False
         self._uids: set = set()
         self._names: set = set()
+        self._indices: set = set()
         self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-spawner")
 
     def cgroup_names(self) -> set:
@@ -328,8 +328,9 @@ class LocalBackend:
             can_start = self._started < self.max_workers
             if can_start:
                 self._started += 1
-                index = self._next_index % 16
-                self._next_index += 1
+                # the lowest index no live worker holds: uids stay unique per worker
+                index = next(i for i in range(128) if i not in self._indices)
+                self._indices.add(index)
         if not can_start:
             worker = self._idle.get()
             if worker is None or worker.alive():
@@ -343,6 +344,7 @@ class LocalBackend:
         except BaseException:
             with self._lock:
                 self._started -= 1
+                self._indices.discard(index)
             raise
         with self._lock:
             self._all.add(worker)
@@ -357,6 +359,7 @@ class LocalBackend:
         worker.close()
         with self._lock:
             self._all.discard(worker)
+            self._indices.discard(worker.index)
             self._started -= 1
         if not self._closed:  # wake a waiter so it can start a replacement
             self._idle.put(None)

@@ -155,7 +155,8 @@ def test_memory_bomb_in_a_child_process(check_clean):
     program = ("import os\ndef f():\n    pid = os.fork()\n    if pid == 0:\n        hog = []\n"
                "        while True:\n            hog.append(bytearray(8 << 20))\n    os.waitpid(pid, 0)\n"
                "    return 'survived'\n")
-    result = attack(check_clean, program, [TestCase.call_expr("f()", "survived")], memory_bytes=96 << 20)
+    result = attack(check_clean, program, [TestCase.call_expr("f()", "survived")], memory_bytes=96 << 20,
+                    per_test_wall_s=10.0, wall_s=12.0)
     assert result.tests[0].status in ("passed", "memory"), result  # the child died, not the machine
     # local: the program's own cgroup; docker: the container, which also holds the zygote
     slack = (4 << 20) if check_clean.name == "local" else (64 << 20)
@@ -172,7 +173,7 @@ def test_fork_bomb(check_clean):
 def test_thread_bomb(check_clean):
     program = ("import threading, time\ndef f():\n    while True:\n"
                "        threading.Thread(target=time.sleep, args=(100,), daemon=True).start()\n")
-    result = attack(check_clean, program)
+    result = attack(check_clean, program, per_test_wall_s=10.0, wall_s=12.0)
     assert result.status in ("runtime_error", "memory"), result
     if result.status == "runtime_error":
         assert result.tests[0].error["type"] == "RuntimeError"
@@ -181,7 +182,7 @@ def test_thread_bomb(check_clean):
 def test_filling_the_disk(check_clean):
     program = ("def f():\n    i = 0\n    while True:\n        with open('fill%d' % i, 'wb') as out:\n"
                "            out.write(b'x' * (512 << 10))\n        i += 1\n")
-    result = attack(check_clean, program, memory_bytes=96 << 20)
+    result = attack(check_clean, program, memory_bytes=96 << 20, per_test_wall_s=10.0, wall_s=12.0)
     assert result.status in ("memory", "runtime_error", "output_limit"), result
     big = "def f():\n    open('big', 'wb').write(b'x' * (4 << 20))\n"
     assert attack(check_clean, big, file_bytes=1 << 20).status in ("output_limit", "runtime_error")
