@@ -180,8 +180,8 @@ def build_result(request: ExecRequest, reply: dict, backend: str, isolation: dic
     result = ExecResult(
         status="passed", backend=backend, isolation=isolation,
         stdout=stdout[:limit], stderr=stderr[:limit],
-        stdout_truncated=bool(reply.get("output_limit")) and len(stdout.encode()) >= limit or len(stdout) > limit,
-        stderr_truncated=bool(reply.get("output_limit")) and len(stderr.encode()) >= limit or len(stderr) > limit,
+        stdout_truncated=bool(reply.get("stdout_truncated")) or len(stdout) > limit,
+        stderr_truncated=bool(reply.get("stderr_truncated")) or len(stderr) > limit,
         wall_s=float(reply.get("wall_s") or 0.0),
         peak_memory_bytes=peak_memory if peak_memory is not None else int(reply.get("maxrss") or 0) or None,
     )
@@ -214,9 +214,6 @@ def build_result(request: ExecRequest, reply: dict, backend: str, isolation: dic
         result.error = first_bad.error if first_bad else None
     if program_oom and result.status == "runtime_error":
         result.status = "memory"
-    if reply.get("output_limit"):
-        result.stdout_truncated = result.stdout_truncated or len(stdout.encode()) >= limit
-        result.stderr_truncated = result.stderr_truncated or len(stderr.encode()) >= limit
     return result
 
 

@@ -125,7 +125,7 @@ class Watch:
     def __init__(self, limits, deadline):
         self.limits, self.deadline = limits, deadline
         self.stdout, self.stderr, self.chan = bytearray(), bytearray(), bytearray()
-        self.output_bytes = 0
+        self.totals = {"stdout": 0, "stderr": 0}  # bytes written, kept or not
         self.events, self.current, self.test_started = [], None, None
         self.timed_out = self.over_limit = False
         self.exit_time = None
@@ -154,11 +154,11 @@ class Watch:
                 self.chan = bytearray(rest)
                 self.on_event(line)
             return
-        self.output_bytes += len(data)
+        self.totals[name] += len(data)
         buffer = self.stdout if name == "stdout" else self.stderr
         room = self.limits["output_bytes"] - len(buffer)
         buffer += data[:max(room, 0)]
-        if self.output_bytes > self.limits["output_bytes"]:
+        if self.totals[name] > self.limits["output_bytes"]:
             self.over_limit = True
 
     def on_event(self, line):
@@ -207,12 +207,14 @@ def handle(opts, request):
     tests = request["tests"]
     reports = [None] * len(tests)
     out = {"stdout": bytearray(), "stderr": bytearray(), "lines": set(), "load": None,
-           "program_timeout": False, "output_limit": False, "maxrss": 0, "leftovers": 0}
+           "program_timeout": False, "output_limit": False, "maxrss": 0, "leftovers": 0,
+           "written": {"stdout": 0, "stderr": 0}}
 
     def absorb(watch):
         for name in ("stdout", "stderr"):
             room = limits["output_bytes"] - len(out[name])
             out[name] += getattr(watch, name)[:max(room, 0)]
+            out["written"][name] += watch.totals[name]
         out["output_limit"] |= watch.over_limit
         out["maxrss"] = max(out["maxrss"], watch.maxrss)
         for event in watch.events:
@@ -301,6 +303,8 @@ def handle(opts, request):
         "load": out["load"],
         "stdout": bytes(out["stdout"]).decode("utf-8", "replace"),
         "stderr": bytes(out["stderr"]).decode("utf-8", "replace"),
+        "stdout_truncated": out["written"]["stdout"] > len(out["stdout"]),
+        "stderr_truncated": out["written"]["stderr"] > len(out["stderr"]),
         "lines": sorted(out["lines"]) if request["trace"] else None,
         "program_timeout": out["program_timeout"],
         "output_limit": out["output_limit"],

@@ -85,6 +85,10 @@ def test_output_is_captured_and_peak_memory_reported(backend):
     program = "print('hello')\nblob = bytearray(30 << 20)\ndef f():\n    return len(blob)\n"
     result = run(backend, program, [TestCase.call_expr("f()", 30 << 20)])
     assert result.status == "passed" and result.stdout == "hello\n" and not result.stdout_truncated
+    limited = run(backend, "print('x' * 100)\ndef f():\n    return 1\n", [TestCase.call_expr("f()", 1)],
+                  limits=quick_limits(output_bytes=40))
+    assert limited.status == "output_limit" and limited.stdout == "x" * 40 and limited.stdout_truncated
+    assert not limited.stderr_truncated
     assert result.peak_memory_bytes is not None and result.peak_memory_bytes >= 30 << 20
 
 

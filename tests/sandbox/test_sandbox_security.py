@@ -195,6 +195,10 @@ def test_huge_output_with_invalid_utf8(check_clean):
     assert result.status == "output_limit", result
     assert result.stdout_truncated and len(result.stdout.encode("utf-8")) <= 4 * (64 << 10)
     assert "\ufffd" in result.stdout
+    only_stderr = "import os\ndef f():\n    while True:\n        os.write(2, b'\\xc3\\x28' * 4096)\n"
+    result = attack(check_clean, only_stderr, output_bytes=64 << 10)
+    assert result.status == "output_limit" and result.stderr_truncated and not result.stdout_truncated
+    assert "\ufffd" in result.stderr and result.stdout == ""
 
 
 def test_killing_parent_pid1_and_everyone(check_clean):
