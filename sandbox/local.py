@@ -10,8 +10,6 @@ the uid drop when root) and says so in `ExecResult.isolation`; `strict=True` ref
 """
 from __future__ import annotations
 
-import functools
-import operator
 import os
 import queue
 import shutil
@@ -106,7 +104,8 @@ class LocalWorker:
             if self.cgroup:
                 procs = [p.replace("/zygote/", "/prog/") for p in self.cgroup.zygote_procs()
                          if self.cgroup.version == 2 or "/cpu/" not in p]
-                zygote_args += functools.reduce(operator.iadd, (["--cgroup-procs", p] for p in procs), [])
+                for path in procs:
+                    zygote_args += ["--cgroup-procs", path]
                 memcg = os.path.dirname(procs[0]) if self.cgroup.version == 2 else \
                     os.path.join(self.cgroup.dirs["memory"], "prog")
                 zygote_args += ["--memcg", memcg]
@@ -121,12 +120,16 @@ class LocalWorker:
             "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--mqueue", "/dev/mqueue",
             "--ro-bind", RUNTIME_DIR, "/sandbox",
             "--clearenv", "--setenv", "PATH", "/usr/bin",
-            "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_CHOWN", "--cap-add", "CAP_KILL",
+            # the zygote keeps what it needs to drop children to the worker uid, hand them the work
+            # dir, and kill what they leave; the programs themselves run with no capabilities
+            "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
+            "--cap-add", "CAP_CHOWN", "--cap-add", "CAP_KILL",
         ]
         if self.cgroup:
             for host_dir, inside in self.cgroup.bind_mounts():
                 command += ["--bind", host_dir, inside]
-            zygote_args += functools.reduce(operator.iadd, (["--cgroup-procs", p] for p in self.cgroup.prog_procs_inside()), [])
+            for path in self.cgroup.prog_procs_inside():
+                zygote_args += ["--cgroup-procs", path]
             zygote_args += ["--memcg", self.cgroup.memcg_inside()]
         zygote_args += ["--workdir", "/tmp/w", "--tmpfs-workdir", "--scratch", "/dev/shm", "--scratch", "/dev/mqueue"]
         return command + ["--", "/usr/bin/python3", "-I", "-S", "-B", "/sandbox/zygote.py"] + zygote_args
@@ -181,11 +184,10 @@ class LocalWorker:
 
     def close(self) -> None:
         if self.proc is not None:
-            for stream in (self.proc.stdin,):
-                try:
-                    stream.close()
-                except OSError:
-                    pass
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except OSError:
