@@ -24,7 +24,7 @@ class IsolationError(SandboxError):
 @dataclass(frozen=True)
 class Limits:
     wall_s: float = 10.0            # whole program, all tests together
-    cpu_s: float = 10.0             # CPU seconds per process (RLIMIT_CPU) and per program (cgroup quota)
+    cpu_s: float = 10.0             # CPU seconds per process (RLIMIT_CPU); a worker also gets at most 1 CPU
     per_test_wall_s: float = 5.0    # default for a test without its own timeout_s
     memory_bytes: int = 512 << 20   # all processes of the program together (cgroup), swap included
     processes: int = 32             # processes + threads of the program (pids cgroup)
