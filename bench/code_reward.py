@@ -135,9 +135,13 @@ def main() -> None:
     parser.add_argument("--style", default="chat", choices=["chat", "completion"])
     parser.add_argument("--max-new-tokens", type=int, default=192)
     parser.add_argument("--skip-model", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true", help="keep the throughput figures already in the JSON")
     args = parser.parse_args()
     figures = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
-    figures.update(bench_throughput(args.completions, args.workers))
+    if args.skip_throughput and RESULTS.exists():
+        figures.update({k: v for k, v in json.loads(RESULTS.read_text()).items() if not k.startswith("humaneval_")})
+    else:
+        figures.update(bench_throughput(args.completions, args.workers))
     if not args.skip_model:
         figures.update(bench_model(args.greedy_tasks, args.sampled_tasks, args.workers, args.style,
                                    args.max_new_tokens))

@@ -93,3 +93,13 @@ def test_token_offsets_cover_the_decoded_completion():
     offsets = token_offsets(tokenizer, ids)
     assert len(offsets) == len(ids) and offsets[-1][0] == offsets[-1][1]   # EOS: empty span
     assert "".join(text[a:b] for a, b in offsets) == text
+
+
+def test_fgo_maps_lines_of_a_fenced_answer_past_the_restored_imports():
+    prompt = "from typing import List\n\n\ndef sign(x: int) -> int:\n"
+    completion = "Sure:\n```python\n" + BRANCHY + "```\nDone."
+    e = extract_program(completion, prompt, "sign")
+    assert e.header_lines == 1 and e.program.startswith("from typing import List\ndef sign")
+    # program lines: 1 import, 2 def, 3 if, 4 return -1, 5 return 1
+    chars = char_mask(completion, e, executed_lines=[1, 2, 3, 5], compile_error=False)
+    assert "".join(ch for ch, m in zip(completion, chars) if m == 0) == "        return -1\n"
