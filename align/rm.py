@@ -16,6 +16,8 @@ from tqdm.auto import tqdm
 
 from align import losses
 from align.config import ConfigError, TrainConfig, doc, nested
+from align.contrastive import (ContrastiveConfig, ContrastiveRewardModel, ContrastiveTerm, append_contrastive_report,
+                               eval_features, feature_separability)
 from align.denoise import LossConfig, plan_denoising
 from align.rm_data import RMData, load_rm_data
 from align.checkpoint import TrainState, load_checkpoint, save_checkpoint
@@ -35,6 +37,8 @@ class Config(TrainConfig):
                                {})
     dropout: float | None = doc("Dropout rate inside the model; empty keeps the model's own.", None)
     loss: LossConfig = nested(LossConfig, "Pairwise loss and strength-aware denoising.")
+    contrastive: ContrastiveConfig = nested(ContrastiveConfig, "Contrastive term (SimCSE or SwAV) added to the "
+                                            "pairwise loss.")
     eval_batch_size: int = doc("Pairs per evaluation batch.", 32)
     report: bool = doc("Write report.md with plots at the end.", True)
 
@@ -44,6 +48,14 @@ class Config(TrainConfig):
             raise ConfigError(f"heads: expected distinct head names, got {self.heads!r}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout: expected a number in [0, 1), got {self.dropout!r}")
+        if self.contrastive.enabled and self.dropout is not None and self.dropout != self.contrastive.dropout:
+            raise ConfigError(f"dropout: {self.dropout!r} disagrees with contrastive.dropout="
+                              f"{self.contrastive.dropout!r}; with a contrastive term set only contrastive.dropout")
+
+    @property
+    def model_dropout(self) -> float | None:
+        """The dropout the model trains with: the contrastive views' rate when the term is on."""
+        return self.contrastive.dropout if self.contrastive.enabled else self.dropout
 
 
 # --------------------------------------------------------------------------- the loss
@@ -63,15 +75,25 @@ def rewards_for_heads(rewards: torch.Tensor, head_index: torch.Tensor) -> tuple[
     return picked[:half], picked[half:]
 
 
-def batch_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-    """Forward chosen+rejected in one pass and return the mean loss over kept pairs, with step stats."""
-    output = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    chosen, rejected = rewards_for_heads(output.rewards, batch["head_index"])
-    per_pair = pair_losses(chosen, rejected, batch["flip"], batch["alpha"], batch["margin"])
-    loss = losses.masked_mean(per_pair, batch["keep"])
-    delta = (chosen - rejected).detach().float()
-    stats = {"loss": loss.item(), "accuracy": (delta > 0).float().mean().item(), "reward_gap": delta.mean().item()}
-    return loss, stats
+def batch_loss(model, batch: dict[str, torch.Tensor], contrastive=None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The step's loss, with step stats. Plain: one forward pass over chosen+rejected, the mean pair
+    loss over kept pairs. With a contrastive term (`align.contrastive.ContrastiveTerm`): two
+    passes under dropout give two views; L = mean of the pair loss over both views + β·L_contrastive
+    on their features."""
+    views = [model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+             for _ in range(1 if contrastive is None else 2)]
+    rm_loss, delta = 0.0, 0.0
+    for output in views:
+        chosen, rejected = rewards_for_heads(output.rewards, batch["head_index"])
+        per_pair = pair_losses(chosen, rejected, batch["flip"], batch["alpha"], batch["margin"])
+        rm_loss = rm_loss + losses.masked_mean(per_pair, batch["keep"]) / len(views)
+        delta = delta + (chosen - rejected).detach().float() / len(views)
+    stats = {"accuracy": (delta > 0).float().mean().item(), "reward_gap": delta.mean().item()}
+    if contrastive is None:
+        return rm_loss, {"loss": rm_loss.item(), **stats}
+    contrastive_loss = contrastive(views[0].features, views[1].features)
+    loss = rm_loss + contrastive.beta * contrastive_loss
+    return loss, {"loss": loss.item(), "rm_loss": rm_loss.item(), "contrastive_loss": contrastive_loss.item(), **stats}
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -139,7 +161,9 @@ def train_reward_model(config: Config) -> dict:
     from align.models import load_reward_model
 
     model = load_reward_model(config.model, num_heads=len(config.heads), head_names=list(config.heads),
-                              dropout=config.dropout)
+                              dropout=config.model_dropout)
+    if config.contrastive.enabled:  # the term's prototypes train and checkpoint with the model
+        model = ContrastiveRewardModel(model, ContrastiveTerm(config.contrastive, model.hidden_size))
     micro_batches_per_epoch = train.num_batches(config.batch_size)
     steps_per_epoch = max(1, math.ceil(micro_batches_per_epoch / config.grad_accum))
     total_steps = config.max_steps if config.max_steps > 0 else max(1, math.ceil(config.epochs * steps_per_epoch))
@@ -156,6 +180,7 @@ def train_reward_model(config: Config) -> dict:
         run.reset_metrics()
     run.save_config(config)
 
+    contrastive = accelerator.unwrap_model(model).term if config.contrastive.enabled else None
     model.train()
     stream = train.micro_batch_stream(config.batch_size, config.seed, state.epoch, state.batch_in_epoch,
                                       accelerator.process_index, accelerator.num_processes)
@@ -168,7 +193,7 @@ def train_reward_model(config: Config) -> dict:
             epoch, position, indices = next(stream)
             batch = train.collate(indices, device=accelerator.device)
             with accelerator.autocast():
-                loss, stats = batch_loss(model, batch)
+                loss, stats = batch_loss(model, batch, contrastive)
             accelerator.backward(loss / config.grad_accum)
             state.pairs_seen += len(indices)
             state.tokens_seen += int(batch["attention_mask"].sum())
@@ -201,6 +226,8 @@ def train_reward_model(config: Config) -> dict:
     progress.close()
 
     final_metrics = evaluate(model, held_out, config.eval_batch_size, accelerator) if len(held_out) else {}
+    eval_chosen_features, eval_rejected_features = eval_features(model, held_out, config.eval_batch_size, accelerator)
+    final_metrics.update(feature_separability(eval_chosen_features, eval_rejected_features, config.seed))
     unwrapped = accelerator.unwrap_model(model)
     summary = {
         **final_metrics,
@@ -219,6 +246,9 @@ def train_reward_model(config: Config) -> dict:
 
             chosen, rejected = score_pairs(model, held_out, config.eval_batch_size, accelerator)
             summary["report"] = str(write_rm_report(run, summary, chosen - rejected))
+            if len(held_out):
+                append_contrastive_report(run, eval_chosen_features, eval_rejected_features, final_metrics,
+                                          config.contrastive)
         run.write_summary(summary)
     accelerator.wait_for_everyone()
     return summary
