@@ -212,13 +212,15 @@ def train_with_loss(config, pairs, strength, method, seed, held_out, tokenizer, 
 
 
 def run_condition(config, train_pairs, held_out, tokenizer, seed: int, args, flip_rate: float,
-                  estimators=ESTIMATORS, clean_pairs=None, factory=None) -> dict:
-    """Strengths, flip-detection AUC and every method's held-out accuracy for one (data, seed, noise)."""
+                  estimators=ESTIMATORS, clean_pairs=None, factory=None, result=None, save=lambda: None) -> dict:
+    """Strengths, flip-detection AUC and every method's held-out accuracy for one (data, seed, noise).
+    Fills `result` step by step and calls `save()` after each step (partial results survive a stop)."""
     from align.strength import run_ensemble, spearman
 
     pairs, flipped = inject_flips(train_pairs, flip_rate, seed) if flip_rate else (train_pairs, None)
     data = tokenize(pairs, tokenizer, config)
-    result: dict = {"seed": seed, "flip_rate": flip_rate, "train_pairs": len(pairs), "eval_pairs": len(held_out)}
+    result = {} if result is None else result
+    result.update({"seed": seed, "flip_rate": flip_rate, "train_pairs": len(pairs), "eval_pairs": len(held_out)})
     scores = {}
     for name in estimators:
         started = time.perf_counter()
@@ -229,6 +231,7 @@ def run_condition(config, train_pairs, held_out, tokenizer, seed: int, args, fli
         if flipped:
             result[f"{name}_flip_auc"] = roc_auc(flipped, -scores[name].mean)
         result.update({f"{name}_{k}": v for k, v in scores[name].eval_accuracy().items()})
+        save()
     if "cheap" in scores:
         result["cheap_spearman_with_in_sample"] = spearman(scores["cheap"].mean, scores["in_sample"].mean)
         result["cheap_train_time_ratio"] = scores["cheap"].train_seconds / scores["in_sample"].train_seconds
@@ -241,6 +244,7 @@ def run_condition(config, train_pairs, held_out, tokenizer, seed: int, args, fli
     for method in METHODS:
         result[f"acc_{method}"] = train_with_loss(config, pairs, in_sample.mean, method, member_seed, held_out,
                                                   tokenizer, factory)
+        save()
     if clean_pairs is not None:
         result["acc_clean"] = train_with_loss(config, clean_pairs, None, "bt", member_seed, held_out, tokenizer,
                                               factory)
@@ -303,6 +307,7 @@ def main() -> int:
                         help="fp32: bf16 autocast measured ~11x slower than fp32 for a MiniLM step on this CPU")
     parser.add_argument("--top-layers", type=int, default=0,
                         help="train only the top N encoder layers on cached lower-layer states (0: all layers)")
+    parser.add_argument("--hh-conditions", nargs="+", default=["noisy", "none"], choices=["noisy", "none"])
     parser.add_argument("--no-report", action="store_true", help="skip the hh strength report (slice RMs)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "denoise.json"))
     args = parser.parse_args()
@@ -346,23 +351,30 @@ def main() -> int:
         for name, (train_pairs, eval_pairs) in splits.items():
             held_out, factory, config = held_outs[name], factories.get(name), configs[name]
             conditions = ([("noisy", args.flip_rate, ESTIMATORS, train_pairs)] if name == "controlled" else
-                          [("noisy", args.flip_rate, ESTIMATORS, None), ("none", 0.0, ("in_sample",), None)])
+                          [c for c in [("noisy", args.flip_rate, ESTIMATORS, None), ("none", 0.0, ("in_sample",), None)]
+                           if c[0] in args.hh_conditions])
             for condition, rate, estimators, clean in conditions:
                 print(f"denoise: {name} {condition} seed {seed} ({time.perf_counter() - started:.0f} s so far)",
                       flush=True)
-                run = run_condition(config, train_pairs, held_out, tokenizer, seed, args, rate, estimators, clean,
-                                    factory)
+                key = f"{name}/{condition}"
+                run: dict = {}
+                results["runs"].setdefault(key, []).append(run)
+
+                def save(key=key, run=run):
+                    results["runs"][key][-1] = {k: v for k, v in run.items() if not k.startswith("_")}
+                    results["summary"][key] = aggregate(results["runs"][key])
+                    results["seconds"] = round(time.perf_counter() - started, 1)
+                    write_merged(out, results)
+
+                run_condition(config, train_pairs, held_out, tokenizer, seed, args, rate, estimators, clean,
+                              factory, run, save)
                 if name == "hh" and condition == "none" and seed == args.seeds[0] and not args.no_report:
                     report_dir = RunDir(out.parent / "denoise_hh_strength")
                     _, slices = write_strength_report(report_dir, config, run["_data"], held_out, run["_scores"],
                                                       {}, True, {"data": "hh harmless-base", "seed": seed,
                                                                  "members": args.members}, factory)
                     run.update(slices)
-                key = f"{name}/{condition}"
-                results["runs"].setdefault(key, []).append({k: v for k, v in run.items() if not k.startswith("_")})
-                results["summary"][key] = aggregate(results["runs"][key])
-                results["seconds"] = round(time.perf_counter() - started, 1)
-                write_merged(out, results)
+                save()
     if "hh/none" in results["summary"] and "hh/noisy" in results["summary"]:
         # hh has no separate clean set: training on the un-noised pairs is its clean reference
         clean = results["summary"]["hh/none"]["acc_bt"]
