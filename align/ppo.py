@@ -15,17 +15,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import random
 import sys
 import time
-from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from align import ppo_losses as L
-from align.generation import format_prompt, generate
+from align.generation import generate
 from align.ppo_config import Config
+from align.ppo_data import domain_from, load_prompt_sets, prompt_batch, prompt_text, ptx_texts_from
 from align.ppo_models import (
     Models,
     PPOState,
@@ -55,66 +54,7 @@ class PPOStopped(RuntimeError):
     """Training diverged (non-finite KL or loss, or KL over the ceiling)."""
 
 
-# --------------------------------------------------------------------------- data
-
-
-def load_prompt_sets(config: Config) -> tuple[Any, list[Prompt], dict[str, int]]:
-    """Training prompts and held-out prompts: from files when given, else from the domain. A domain's
-    training prompts may be a live iterable (a curriculum whose stage advances): it is re-read every step."""
-    from align.data import load_prompts
-
-    counts: dict[str, int] = {}
-    domain = None
-    if config.data:
-        train, skipped = load_prompts(config.data, strict=config.strict)
-        counts.update({f"skipped_{k}": v for k, v in skipped.items()})
-    else:
-        domain = _domain(config)
-        train = domain.prompts("train")
-    held_out: list[Prompt] = []
-    if config.eval_prompts > 0:
-        if config.eval_data:
-            held_out, _ = load_prompts(config.eval_data, strict=config.strict)
-        else:
-            held_out = list((domain or _domain(config)).prompts("test"))
-        held_out = held_out[:config.eval_prompts]
-    if config.max_examples > 0 and isinstance(train, list):
-        train = train[:config.max_examples]
-    if not len(train):
-        raise ValueError(f"no training prompts (data={config.data!r}, domain={config.domain!r})")
-    return train, held_out, counts
-
-
-def _domain(config: Config):
-    from align.registry import get_domain
-
-    return get_domain(config.domain, **config.domain_options)
-
-
-def prompt_batch(source: Any, state: PPOState, size: int, seed: int, rank: int = 0,
-                 world: int = 1) -> list[Prompt]:
-    """The next `size` prompts of this process; the order is a shuffle fixed by (seed, epoch)."""
-    prompts = source if isinstance(source, list) else list(source)
-    per_epoch = max(1, len(prompts) // (size * world))
-    if state.position >= per_epoch:
-        state.epoch, state.position = state.epoch + 1, 0
-    order = list(range(len(prompts)))
-    random.Random(f"{seed}:{state.epoch}").shuffle(order)
-    if len(order) < size * world:  # fewer prompts than a batch: repeat them
-        order = (order * math.ceil(size * world / len(order)))[:size * world]
-    start = state.position * size * world
-    state.position += 1
-    return [prompts[i] for i in order[start + rank:start + size * world:world]]
-
-
 # --------------------------------------------------------------------------- one PPO step
-
-
-def prompt_text(tokenizer, prompt: Prompt, prompt_format: str) -> str:
-    """What the policy continues. Domains may ask for more through `Prompt.meta`: `style: completion` (plain
-    text even in chat runs) and `assistant_prefix` (the start of the answer, written after the template)."""
-    chat = prompt_format == "chat" and prompt.meta.get("style") != "completion"
-    return format_prompt(tokenizer, prompt.prompt, chat=chat) + prompt.meta.get("assistant_prefix", "")
 
 
 def rollout(models: Models, config: Config, prompts: list[Prompt]):
@@ -317,16 +257,18 @@ def train_ppo(config: Config, prompts: list[Prompt] | None = None, reward_fn: Re
     set_seed(config.seed)
     accelerator = make_accelerator(config)
     data_counts: dict[str, int] = {}
+    # one domain instance gives both prompts and rewards (a curriculum inside it must see both)
+    domain = domain_from(config) if (config.domain_reward and reward_fn is None) else None
     if prompts is None:
-        prompts, configured_held_out, data_counts = load_prompt_sets(config)
+        prompts, configured_held_out, data_counts = load_prompt_sets(config, domain)
         held_out = configured_held_out if held_out is None else held_out
     held_out = list(held_out or [])[:config.eval_prompts] if config.eval_prompts else []
     models = load_models(config, accelerator.device)
-    domain_reward = reward_fn or (_domain(config).reward if config.domain_reward else None)
+    domain_reward = reward_fn or (domain.reward if domain is not None else None)
     rewards = RewardSources(models.reward_model, config.reward_model_weight, _rm_head(config, models),
                             config.reward_batch_size, config.reward_max_length, domain_reward,
                             config.domain_reward_weight)
-    ptx_texts = _ptx_texts(config)
+    ptx_texts = ptx_texts_from(config)
 
     total_steps = config.max_steps if config.max_steps > 0 else max(
         1, math.ceil(config.epochs * len(prompts) / (config.rollout_batch_size * accelerator.num_processes)))
@@ -423,18 +365,6 @@ def _rm_head(config: Config, models: Models) -> int:
     if models.reward_model is None or config.reward_model_head is None:
         return 0
     return list(models.reward_model.head_names).index(config.reward_model_head)
-
-
-def _ptx_texts(config: Config) -> list[str]:
-    if not config.ptx_data or config.ptx_coef <= 0:
-        return []
-    from align.data import load_prompts, render_prompt
-
-    rows, _ = load_prompts(config.ptx_data, strict=config.strict)
-    texts = [render_prompt(p.prompt) + (" " + p.reference if p.reference else "") for p in rows]
-    if not texts:
-        raise ValueError(f"ptx_data: no usable rows in {config.ptx_data}")
-    return texts
 
 
 def run(config: Config) -> dict:

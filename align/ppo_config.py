@@ -25,6 +25,10 @@ class Config(TrainConfig):
                                                   "turns); `plain`: the prompt text as is (code completion).",
                                                   "chat")
 
+    max_steps: int = doc("Stop after this many PPO steps (one rollout batch and its update each); -1: `epochs` "
+                         "passes over the prompts.", -1)
+    epochs: float = doc("Passes over the training prompts when `max_steps` is -1.", 1.0)
+
     # ---- reward
     reward_model: str | None = doc("A reward model saved by `align rm` (its `model/` directory). It may use "
                                    "another tokenizer than the policy.", None)
