@@ -57,6 +57,7 @@ def run_trl(train_pairs, tokenizer, args, output_dir: Path) -> dict:
 
     from align.data import encode_pair
     from align.models import resolve_model_path
+    from align.training import mixed_precision
 
     rows = []
     for pair in train_pairs:
@@ -69,7 +70,7 @@ def run_trl(train_pairs, tokenizer, args, output_dir: Path) -> dict:
         output_dir=str(output_dir), per_device_train_batch_size=args.batch_size, num_train_epochs=1,
         learning_rate=args.learning_rate, lr_scheduler_type="linear", logging_steps=50,
         warmup_steps=int(0.05 * math.ceil(len(dataset) / args.batch_size)),  # as our warmup_ratio=0.05
-        save_strategy="no", report_to=[], use_cpu=True, bf16=args.precision != "fp32", seed=args.seed,
+        save_strategy="no", report_to=[], use_cpu=True, bf16=mixed_precision(args.precision) == "bf16", seed=args.seed,
         max_length=args.max_length, disable_dropout=False, dataloader_num_workers=0)
     trainer = RewardTrainer(model=model, args=trl_config, train_dataset=dataset, processing_class=tokenizer)
     started = time.perf_counter()
