@@ -16,6 +16,7 @@ import select
 import struct
 import threading
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 from .results import build_result, sandbox_error
 from .types import ExecRequest, ExecResult, SandboxError
@@ -200,14 +201,20 @@ class DockerBackend:
         self._lock = threading.Lock()
         self._all: set = set()
         self._closed = False
+        self._pending = 0  # replacement containers being started in the background
+        self._prewarm = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-docker-prewarm")
 
     def _take(self, request: ExecRequest) -> DockerWorker:
         key = (request.limits.memory_bytes, request.limits.processes)
         while self.pool:
-            try:
-                worker = self._idle.get_nowait()
+            with self._lock:
+                pending = self._pending
+            try:  # wait for a replacement already on its way rather than start another
+                worker = self._idle.get(timeout=60) if pending and self._idle.empty() else self._idle.get_nowait()
             except queue.Empty:
                 break
+            if worker is None:  # a replacement that failed to start
+                continue
             if worker.key == key:
                 return worker
             self._drop(worker)
@@ -220,6 +227,28 @@ class DockerBackend:
         worker.close()
         with self._lock:
             self._all.discard(worker)
+
+    def _replace(self, key: tuple) -> None:
+        """Start a fresh warm container in the background for a recycled one."""
+        def start():
+            try:
+                worker = DockerWorker(self.client, self.image, key[0], key[1], self.isolation)
+            except SandboxError:
+                worker = None
+            with self._lock:
+                self._pending -= 1
+                if worker is not None and self._closed:
+                    worker.close()
+                    return
+                if worker is not None:
+                    self._all.add(worker)
+            self._idle.put(worker)
+
+        with self._lock:
+            if self._closed:
+                return
+            self._pending += 1
+        self._prewarm.submit(start)
 
     def run(self, request: ExecRequest) -> ExecResult:
         request.validate()
@@ -236,6 +265,8 @@ class DockerBackend:
                     self._idle.put(worker)
                 else:
                     self._drop(worker)
+                    if self.pool and not self._closed:
+                        self._replace(worker.key)
         return result
 
     def close(self) -> None:
@@ -245,6 +276,7 @@ class DockerBackend:
             self._all.clear()
         for worker in workers:
             worker.close()
+        self._prewarm.shutdown(wait=True)  # no container may start after the sweep below
         for container in our_containers(self.client, owner=os.getpid()):
             try:
                 container.remove(force=True)
