@@ -218,7 +218,10 @@ class DockerBackend:
             if worker.key == key:
                 return worker
             self._drop(worker)
-        worker = DockerWorker(self.client, self.image, key[0], key[1], self.isolation)
+        try:
+            worker = DockerWorker(self.client, self.image, key[0], key[1], self.isolation)
+        except SandboxError:  # a daemon under heavy load sometimes fails a start: one more try
+            worker = DockerWorker(self.client, self.image, key[0], key[1], self.isolation)
         with self._lock:
             self._all.add(worker)
         return worker
