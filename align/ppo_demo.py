@@ -55,9 +55,9 @@ def compare_pass_at_1(before: list[bool], after: list[bool], name: str) -> dict:
     lo_b, hi_b = wilson_interval(k_before, n)
     lo_a, hi_a = wilson_interval(k_after, n)
     return {f"{name}_tasks": n, f"{name}_pass@1_before": k_before / n if n else None,
-            f"{name}_pass@1_before_ci95": [round(lo_b, 4), round(hi_b, 4)],
+            f"{name}_pass@1_before_ci95_low": round(lo_b, 4), f"{name}_pass@1_before_ci95_high": round(hi_b, 4),
             f"{name}_pass@1_after": k_after / n if n else None,
-            f"{name}_pass@1_after_ci95": [round(lo_a, 4), round(hi_a, 4)],
+            f"{name}_pass@1_after_ci95_low": round(lo_a, 4), f"{name}_pass@1_after_ci95_high": round(hi_a, 4),
             f"{name}_tasks_gained": gained, f"{name}_tasks_lost": lost, f"{name}_mcnemar_p": p_value,
             f"{name}_verdict": verdict}
 
@@ -100,7 +100,7 @@ def demo_stage(output_dir: str | Path, *, steps: int | None = None, easy_tasks: 
     (run_dir / "ppo_demo.json").write_text(json.dumps(result, indent=2) + "\n")
     for name in ("code_easy", "code_humaneval_cccs"):
         if f"{name}_tasks" in result:
-            lo, hi = result[f"{name}_pass@1_after_ci95"]
+            lo, hi = result[f"{name}_pass@1_after_ci95_low"], result[f"{name}_pass@1_after_ci95_high"]
             print(f"ppo demo, {name}: pass@1 {result[f'{name}_pass@1_before']:.3f} -> "
                   f"{result[f'{name}_pass@1_after']:.3f} on {result[f'{name}_tasks']} held-out tasks "
                   f"(after: 95% CI {lo:.2f}-{hi:.2f}; McNemar p={result[f'{name}_mcnemar_p']:.2f}): "
