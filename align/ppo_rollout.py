@@ -170,7 +170,8 @@ class RewardSources:
 
 def _numeric_parts(outputs: list[RewardOutput]) -> dict[str, list[float]]:
     """Per-sample numbers from `RewardOutput.parts` for the logs: numeric values as they are, and for a text
-    value with few levels that most samples carry (e.g. a status) one 0/1 indicator per level."""
+    value that most samples carry and that takes few levels, each shared by several samples (a status, not
+    an id), one 0/1 indicator per level."""
     keys = sorted({k for o in outputs for k in o.parts})
     parts: dict[str, list[float]] = {}
     for key in keys:
@@ -182,7 +183,7 @@ def _numeric_parts(outputs: list[RewardOutput]) -> dict[str, list[float]]:
             parts[f"domain_{key}"] = [math.nan if v is None else float(v) for v in values]
         elif all(isinstance(v, str) for v in present) and 2 * len(present) >= len(values):
             levels = sorted(set(present))
-            if len(levels) <= 8:
+            if len(levels) <= 8 and 2 * len(levels) <= len(present):  # a status, not an id
                 for level in levels:
                     parts[f"domain_{key}_{level}"] = [float(v == level) for v in values]
     return parts
