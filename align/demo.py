@@ -2,8 +2,10 @@
 
 Stages, each writing its own run directory under `output_dir`:
 1. `rm`: a MiniLM reward model on hh-rlhf harmless-base pairs (left truncation, counted skips);
-2. every installed domain that offers a demo stage (translation: a multi-head RM on MQM pairs
-   with metrics and guards; code: SmolLM2 with compiler-feedback rewards and PPO).
+2. `translation`, `code`: every installed domain that offers a demo (translation: a multi-head RM
+   on MQM pairs, metrics, guards, robustness; code: SmolLM2 on easy and HumanEval CCCS tasks,
+   sandboxed compiler-feedback rewards, pass@1);
+3. `ppo`: PPO-max on SmolLM2 with the code reward, pass@1 on held-out tasks before and after.
 A stage that cannot run here (its data is missing) is reported as skipped with the reason.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ class Config:
 
     output_dir: str = doc("Directory for every stage's run directory and the overview.", "runs/demo")
     stages: list[str] = doc("Stages to run, in order: `rm` and any domain names that offer a demo.",
-                            ["rm", "translation", "code"])
+                            ["rm", "translation", "code", "ppo"])
     rm_pairs: int = doc("hh pairs for the reward-model stage (the rest are held out).", 600)
     rm_max_length: int = doc("Token budget per sequence in the reward-model stage.", 192)
     seed: int = doc("Random seed of every stage.", 0)
@@ -41,6 +43,13 @@ def rm_stage(config: Config, output_dir: Path) -> dict:
     return rm.run(rm_config)
 
 
+def _stage_report(summary: dict, stage_dir: Path) -> str:
+    """Where a person should look: the stage's report.md, else its JSON result."""
+    candidates = [summary.get("report"), summary.get("ppo_report"), stage_dir / "report.md",
+                  *sorted(stage_dir.glob("*demo.json"))]
+    return next((str(c) for c in candidates if c and Path(c).exists()), str(stage_dir))
+
+
 def run(config: Config) -> dict:
     root = Path(config.output_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -52,6 +61,10 @@ def run(config: Config) -> dict:
         try:
             if stage == "rm":
                 summary = rm_stage(config, stage_dir)
+            elif stage == "ppo":
+                from align.ppo_demo import demo_stage
+
+                summary = demo_stage(stage_dir)
             elif stage in available_domains():
                 domain = get_domain(stage)
                 if not hasattr(domain, "demo"):
@@ -64,7 +77,7 @@ def run(config: Config) -> dict:
             overview[stage] = {"status": "skipped", "reason": str(error)}
             continue
         overview[stage] = {"status": "done", "seconds": round(time.perf_counter() - started, 1),
-                           "report": str(stage_dir / "report.md"),
+                           "report": _stage_report(summary, stage_dir),
                            **{k: v for k, v in summary.items() if isinstance(v, (int, float, str))}}
     (root / "overview.json").write_text(json.dumps(overview, indent=2) + "\n")
     print("\n=== align demo: done")
