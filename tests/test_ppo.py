@@ -44,8 +44,7 @@ def metrics(config: Config) -> list[dict]:
 
 
 def test_tiny_policy_learns_a_programmatic_reward(tmp_path):
-    config = tiny_config(tmp_path, rollout_batch_size=16, max_new_tokens=8, max_steps=15, report=True,
-                         eval_prompts=8)
+    config = tiny_config(tmp_path, rollout_batch_size=16, max_new_tokens=8, max_steps=15, eval_prompts=8)
     summary = train_ppo(config, prompts=PROMPTS[:24], reward_fn=count_e, held_out=PROMPTS[24:])
     rewards = [m["reward"] for m in metrics(config)]
     assert len(rewards) == 15
@@ -57,7 +56,6 @@ def test_tiny_policy_learns_a_programmatic_reward(tmp_path):
                 "reward_domain", "reward_domain_length", "approx_kl", "policy_loss"):
         assert key in metrics(config)[-1], key
     assert summary["eval_before_prompts"] == 8 and "eval_after_reward" in summary
-    assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "reward.png").exists()
     from align.models import load_causal_lm
 
     trained = load_causal_lm(summary["model_dir"])
@@ -92,8 +90,9 @@ def test_samples_without_reward_are_dropped_and_counted(tmp_path):
     def every_other(prompts, completions, **meta):
         return [RewardOutput(reward=None if i % 2 else 1.0) for i in range(len(completions))]
 
-    summary = train_ppo(tiny_config(tmp_path, max_steps=2), prompts=PROMPTS, reward_fn=every_other)
+    summary = train_ppo(tiny_config(tmp_path, max_steps=2, report=True), prompts=PROMPTS, reward_fn=every_other)
     assert summary["dropped_no_reward"] == 8 and summary["samples"] == 8
+    assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "reward.png").exists()
     assert [m["dropped"] for m in metrics(tiny_config(tmp_path))] == [4, 4]
 
 
