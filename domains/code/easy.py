@@ -5,7 +5,8 @@ CPU would see no reward signal there. These tasks sit at its frontier. Each is a
 prompt (signature + docstring + one example) with 5 call tests. Two tiers: `one-step` families
 (add a constant, reverse a string: the policy solves most of them) and `two-step` families (sum
 the numbers above k, replace one letter by another, clamp to a range: it solves few), mixed so
-that greedy pass@1 of SmolLM2-135M-Instruct lands in the middle (measured figure in the README).
+that greedy pass@1 of SmolLM2-135M-Instruct lands in the middle: 29/64 = 45% in chat style on the
+first 64 tasks of seed 0 (one-step 11/12, two-step 18/52).
 Constants vary per task, so there are a few hundred distinct tasks; generation is deterministic
 from the seed. Expected outputs come from the reference implementation here (our own trusted
 code), not from the sandbox.
