@@ -7,7 +7,6 @@ periodic eval, metrics and atomic checkpoints -> final eval, model, summary and 
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -22,7 +21,8 @@ from align.denoise import LossConfig, plan_denoising
 from align.rm_data import RMData, load_rm_data
 from align.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from align.runlog import RunDir
-from align.training import make_accelerator, make_optimizer_and_scheduler, set_seed
+from align.training import (begin_or_resume, make_accelerator, make_optimizer_and_scheduler, set_seed,
+                            total_optimizer_steps)
 
 
 @dataclass
@@ -164,21 +164,12 @@ def train_reward_model(config: Config) -> dict:
                               dropout=config.model_dropout)
     if config.contrastive.enabled:  # the term's prototypes train and checkpoint with the model
         model = ContrastiveRewardModel(model, ContrastiveTerm(config.contrastive, model.hidden_size))
-    micro_batches_per_epoch = train.num_batches(config.batch_size)
-    steps_per_epoch = max(1, math.ceil(micro_batches_per_epoch / config.grad_accum))
-    total_steps = config.max_steps if config.max_steps > 0 else max(1, math.ceil(config.epochs * steps_per_epoch))
+    total_steps = total_optimizer_steps(config, train.num_batches(config.batch_size))
     optimizer, scheduler = make_optimizer_and_scheduler(model, config, total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
-    state = TrainState()
-    checkpoint = run.latest_checkpoint() if config.resume else None
-    if checkpoint is not None:
-        state = load_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, scheduler)
-        run.truncate_metrics_after(state.step)
-        print(f"align rm: resumed from {checkpoint} (step {state.step})")
-    else:
-        run.reset_metrics()
-    run.save_config(config)
+    state = begin_or_resume(run, config, "rm", lambda checkpoint: load_checkpoint(
+        checkpoint, accelerator.unwrap_model(model), optimizer, scheduler)) or TrainState()
 
     contrastive = accelerator.unwrap_model(model).term if config.contrastive.enabled else None
     model.train()

@@ -23,7 +23,8 @@ from align.data import PairBatcher, response_separator, split_train_eval
 from align.generation import encode_prompt, format_prompt
 from align.lora import LoraOptions, add_lora, load_trained_weights
 from align.runlog import RunDir
-from align.training import make_accelerator, make_optimizer_and_scheduler, set_seed
+from align.training import (begin_or_resume, make_accelerator, make_optimizer_and_scheduler, set_seed,
+                            total_optimizer_steps)
 from align.types import Prompt
 
 IGNORE = -100
@@ -178,20 +179,12 @@ def train_sft(config: Config) -> dict:
     if config.lora.enabled:
         model = add_lora(model, config.lora)
     batcher = PairBatcher([len(e.input_ids) for e in train], config.batch_size, config.seed)
-    steps_per_epoch = max(1, math.ceil(len(batcher) / config.grad_accum))
-    total_steps = config.max_steps if config.max_steps > 0 else max(1, math.ceil(config.epochs * steps_per_epoch))
+    total_steps = total_optimizer_steps(config, len(batcher))
     optimizer, scheduler = make_optimizer_and_scheduler(model, config, total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
-    state = TrainState()
-    checkpoint = run.latest_checkpoint() if config.resume else None
-    if checkpoint is not None:
-        state = _load_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, scheduler)
-        run.truncate_metrics_after(state.step)
-        print(f"align sft: resumed from {checkpoint} (step {state.step})")
-    else:
-        run.reset_metrics()
-    run.save_config(config)
+    state = begin_or_resume(run, config, "sft", lambda checkpoint: _load_checkpoint(
+        checkpoint, accelerator.unwrap_model(model), optimizer, scheduler)) or TrainState()
 
     model.train()
     batches = batcher.batches(state.epoch)

@@ -1,6 +1,7 @@
 """Pieces every trainer shares: seeding, the accelerate set-up, optimizer and schedule."""
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
@@ -57,3 +58,26 @@ def make_optimizer_and_scheduler(model: torch.nn.Module, config, total_steps: in
     scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=int(config.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     return optimizer, scheduler
+
+
+def total_optimizer_steps(config, micro_batches_per_epoch: int) -> int:
+    """`max_steps` if set, else enough optimizer steps for `epochs` passes (fractions allowed)."""
+    if config.max_steps > 0:
+        return config.max_steps
+    steps_per_epoch = max(1, math.ceil(micro_batches_per_epoch / config.grad_accum))
+    return max(1, math.ceil(config.epochs * steps_per_epoch))
+
+
+def begin_or_resume(run, config, command: str, restore):
+    """With `resume=true` and a checkpoint in `run`, return `restore(checkpoint_dir)` (the training
+    state) and drop the metrics logged after it; otherwise start fresh metrics and return None."""
+    checkpoint = run.latest_checkpoint() if config.resume else None
+    if checkpoint is None:
+        run.reset_metrics()
+        run.save_config(config)
+        return None
+    state = restore(checkpoint)
+    run.truncate_metrics_after(state.step)
+    run.save_config(config)
+    print(f"align {command}: resumed from {checkpoint} (step {state.step})")
+    return state
