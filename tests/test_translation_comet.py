@@ -87,7 +87,7 @@ def test_comet_on_tiny_checkpoint(tmp_path):
     if not COMET_PYTHON.exists():
         if os.environ.get("CI") == "true":
             pytest.fail(f"{COMET_PYTHON} is missing: CI must run `make comet-env` before the tests")
-        pytest.skip("no COMET environment: run `make comet-env` (unbabel-comet pins transformers<5, so it gets "
+        pytest.skip(reason="no COMET environment: run `make comet-env` (unbabel-comet pins transformers<5, so it gets "
                     ".venv-comet of its own)")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run([str(COMET_PYTHON), __file__, str(tmp_path / "tiny-comet")], env=env, cwd=ROOT,

@@ -215,7 +215,7 @@ def test_configs_load():
 def test_demo_stage_on_the_real_data(tmp_path):
     """The `make demo` stage end to end (tiny backbone, a few steps) on the shared MQM data."""
     if not (domain_module.checkout_root().parent / "shared" / "data" / "translation" / "mqm-ted-zhen").is_dir():
-        pytest.skip("real MQM data not found in ../shared/data/translation")
+        pytest.skip(reason="real MQM data not found in ../shared/data/translation")
     from domains.translation import demo_stage
 
     summary = demo_stage(tmp_path, model="tiny-bert", train_pairs=32, eval_pairs=16, eval_sources=4, max_steps=2,

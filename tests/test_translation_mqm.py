@@ -171,7 +171,7 @@ def test_user_preference_file(tmp_path):
 def test_real_mqm_scores_match_the_dataset_averages():
     """Our scoring reproduces the dataset's own avg_seg_scores.tsv for every rated translation."""
     if not (SHARED / "mqm_ted_zhen.tsv.gz").exists():
-        pytest.skip(f"real MQM data not found in {SHARED}")
+        pytest.skip(reason=f"real MQM data not found in {SHARED}")
     scores, skipped = mqm.load_mqm(SHARED / "mqm_ted_zhen.tsv.gz")
     assert not skipped
     expected = {}
