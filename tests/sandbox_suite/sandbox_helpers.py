@@ -7,6 +7,7 @@ Destructive attacks run only after `proven_isolated` has shown, on that very bac
 probe cannot see a host file or a secret environment variable of ours.
 """
 import os
+import time
 
 import pytest
 
@@ -73,10 +74,19 @@ def assert_nothing_left(engine) -> None:
         assert our_containers(engine.client) == []
 
 
-def program_processes(engine) -> list[int]:
+def program_processes(engine, settle_s: float = 3.0) -> list[int]:
     """Host processes running under any uid the local backend gives its programs (a closed
-    backend has no spare children either, so then this is every such process)."""
-    return engine.stray_processes()
+    backend has no spare children either, so then this is every such process).
+
+    A worker forks its next spare child right after a run and the trusted side learns its pid a
+    moment later; in that window the spare looks like a stray. A real leftover stays, so look
+    again for up to `settle_s` before reporting."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        found = engine.stray_processes()
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
 
 
 def quick_limits(**overrides) -> Limits:
