@@ -18,6 +18,7 @@ import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
+from .cgroups import _alive
 from .results import build_result, sandbox_error
 from .types import ExecRequest, ExecResult, SandboxError
 from .worker import FrameReader, WorkerDead, encode_frame
@@ -73,16 +74,6 @@ def reap_stale(client) -> int:
         except Exception:  # noqa: BLE001, S112 - already gone
             continue
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 class DockerWorker:
