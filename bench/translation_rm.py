@@ -10,6 +10,7 @@ robustness >= 95%.
 
     python bench/translation_rm.py                          # MiniLM, ~6k pairs
     python bench/translation_rm.py --model smollm2-135m --train-pairs 2000 --max-steps 150
+    python bench/translation_rm.py --rm-reference           # the RM also reads the English reference
 """
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", help="fp32: bf16 autocast is emulated (6x slower) on CPUs "
                         "without AVX512-BF16/AMX, like the AMD EPYC (AVX2) machines here")
     parser.add_argument("--limit-sources", type=int, default=-1, help="test sources to evaluate (-1: all)")
+    parser.add_argument("--rm-reference", action="store_true",
+                        help="condition the RM on the English reference (domain_options.rm_reference)")
     parser.add_argument("--output-dir", default="runs/bench-translation-rm")
     parser.add_argument("--name", default=None, help="results file name (default: translation_rm[_<model>])")
     args = parser.parse_args()
@@ -56,12 +59,13 @@ def main() -> None:
     from domains.translation.domain import TranslationDomain
     from domains.translation.evaluate import evaluate_translation
 
-    domain = TranslationDomain()
+    domain = TranslationDomain(rm_reference=args.rm_reference)
     test_sources = sorted({s.source for s in domain.split_scores("test")})
     unk_share = unknown_token_share(args.model, test_sources)
 
     config = Config(model=args.model, domain="translation", heads=HEADS,
-                    domain_options={"max_pairs": args.train_pairs, "max_eval_pairs": args.eval_pairs},
+                    domain_options={"max_pairs": args.train_pairs, "max_eval_pairs": args.eval_pairs,
+                                    "rm_reference": args.rm_reference},
                     output_dir=args.output_dir, max_steps=args.max_steps, batch_size=args.batch_size,
                     learning_rate=args.learning_rate, max_length=args.max_length, precision=args.precision,
                     save_steps=0, log_steps=20)
@@ -76,21 +80,25 @@ def main() -> None:
     strict = summary["rm_overall_strict_accuracy"]
     gain = summary["rm_overall_acc_eq"] - summary["chrf_overall_acc_eq"]
     result = {
-        "model": args.model, "train_pairs": rm_summary["train_pairs"], "steps": rm_summary["steps"],
+        "model": args.model, "rm_reference": args.rm_reference, "train_pairs": rm_summary["train_pairs"],
+        "steps": rm_summary["steps"],
         "source_unk_token_share": unk_share, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
         "trainer_eval_accuracy": rm_summary.get("eval_accuracy"),
         **{k: v for k, v in summary.items() if k != "reward_model"},
         "goal_strict_accuracy_0.60": strict >= 0.60, "goal_acc_eq_gain_0.05": gain >= 0.05,
         "goal_robustness_0.95": summary.get("robustness_share", 0.0) >= 0.95,
     }
-    out = Path(__file__).parent / "results" / f"{args.name or 'translation_rm' + ('' if args.model == 'minilm' else '_' + args.model.replace('/', '_'))}.json"
+    default_name = ("translation_rm" + ("" if args.model == "minilm" else "_" + args.model.replace("/", "_"))
+                    + ("_reference" if args.rm_reference else ""))
+    out = Path(__file__).parent / "results" / f"{args.name or default_name}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
 
     per_aspect = " ".join(f"{a}: strict {summary[f'rm_{a}_strict_accuracy']:.3f} acc_eq {summary[f'rm_{a}_acc_eq']:.3f} "
                           f"(chrF {summary[f'chrf_{a}_acc_eq']:.3f}, ties {summary[f'all_ties_{a}_acc_eq']:.3f})"
                           for a in ASPECTS)
-    print(f"translation_rm [{args.model}, {rm_summary['train_pairs']} pairs, {rm_summary['steps']} steps, "
+    conditioning = ", reference-conditioned" if args.rm_reference else ""
+    print(f"translation_rm [{args.model}{conditioning}, {rm_summary['train_pairs']} pairs, {rm_summary['steps']} steps, "
           f"source [UNK] {unk_share:.1%}] {per_aspect} | chrF strict {summary['chrf_overall_strict_accuracy']:.3f} "
           f"| robustness {summary['robustness_share']:.1%} (RM alone {summary.get('robustness_rm_only_share', 0):.1%},"
           f" chrF {summary['robustness_chrf_share']:.1%}) | goals: strict>=0.60 {'met' if strict >= 0.60 else 'NOT met'},"

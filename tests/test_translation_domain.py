@@ -195,6 +195,35 @@ def test_reward_and_eval_with_a_multi_head_reward_model(data_dir, tmp_path):
     assert "| overall | rm |" in (tmp_path / "eval" / "report.md").read_text()
 
 
+def test_reward_model_conditioned_on_the_reference(data_dir, tmp_path):
+    """rm_reference: pairs show the reference before the answer and never include the reference system;
+    the reward reads each prompt's reference (a prompt without one is an error, not a silent fallback)."""
+    from align.models import load_reward_model
+
+    domain = TranslationDomain(data_dir=str(data_dir), test_docs=["talk.3"], rm_reference=True,
+                               aspects=["overall"], reward={"calibration_size": 8})
+    pairs = domain.preferences("train")
+    assert pairs and all("ref" not in (p.extra["chosen_system"], p.extra["rejected_system"]) for p in pairs)
+    for pair in pairs:
+        number = "".join(c for c in pair.extra["source_text"] if c.isdigit())
+        assert pair.prompt.splitlines()[-2:] == [f"Reference English: We saw {number} stars.", "English:"]
+    plain = TranslationDomain(data_dir=str(data_dir), test_docs=["talk.3"], aspects=["overall"])
+    assert len(plain.preferences("train")) > len(pairs)  # pairs with the reference system are gone
+
+    model_dir = tmp_path / "rm"
+    load_reward_model("tiny-bert").save_pretrained(model_dir)
+    domain.reward_model_path = str(model_dir)
+    seen = []
+    score = domain.head_rewards
+    domain.head_rewards = lambda prompts, completions: seen.extend(domain.rm_prompt(
+        p.meta["source"], p.reference) for p in prompts) or score(prompts, completions)
+    prompt = domain.prompts("test")[0]
+    [out] = domain.reward([prompt], ["Good morning"])
+    assert "head_overall" in out.parts and seen[-1].splitlines()[-2] == "Reference English: Good morning"
+    with pytest.raises(ValueError, match="rm_reference=true.*has none"):
+        score([Prompt(prompt=prompt.prompt, meta=prompt.meta)], ["Good morning"])
+
+
 def test_configs_load():
     from align.config import load_config
     from align.ppo_config import Config as PPOConfig

@@ -123,8 +123,8 @@ def test_reward_with_heads_metrics_and_guards():
     prompts = [make_prompt(SOURCE, "zh", "en", reference=ORIGINAL)] * 3
     completions = [ORIGINAL, SOURCE, "In 2019, about 15% of people felt they could trust others."]
 
-    def fake_heads(prompt_texts, outputs):
-        assert prompt_texts[0].startswith("Translate this from Chinese to English:")
+    def fake_heads(given_prompts, outputs):
+        assert given_prompts[0].prompt.startswith("Translate this from Chinese to English:")
         return [{"overall": float(len(o)) / 10} for o in outputs]
 
     config = RewardConfig(head_weights={"overall": 1.0}, metric_weights={"chrf": 2.0})

@@ -156,6 +156,12 @@ class CodeDomain:
                 log.info("CCCS: stage %d (prefix fraction %.2f)", self.curriculum.stage, self.curriculum.fraction)
         return outputs
 
+    def demo(self, output_dir: Any) -> dict:
+        """The `make demo` stage: SmolLM2 on held-out easy tasks and HumanEval CCCS subtasks, rewards, pass@1."""
+        from domains.code.demo import demo_stage
+
+        return demo_stage(output_dir)
+
     def evaluate(self, config: Any, run_dir: Any) -> dict:
         """`align eval domain=code`: pass@k for `config.model`, per-status counts, report.md + PNG."""
         from domains.code.evaluate import evaluate_code

@@ -1,6 +1,7 @@
 """`TranslationDomain`: MQM preference pairs, parallel-text prompts, and the gated translation reward."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import random
@@ -17,8 +18,15 @@ from domains.translation.parallel import (
     make_prompt,
     parallel_split,
     parse_direction,
+    reward_model_prompt,
 )
-from domains.translation.reward import HeadStats, RewardConfig, measure_head_stats, translation_reward
+from domains.translation.reward import (
+    HeadStats,
+    RewardConfig,
+    measure_head_stats,
+    prompt_fields,
+    translation_reward,
+)
 
 DATA_DIR_ENV = "ALIGN_DATA_DIR"
 MQM_FILE = Path("mqm-ted-zhen") / "mqm_ted_zhen.tsv.gz"
@@ -64,7 +72,7 @@ class TranslationDomain:
                  test_docs: list[str] | None = None, seed: int = 0, max_pairs: int = -1, max_eval_pairs: int = -1,
                  aspects: list[str] | None = None, exclude_systems: list[str] | None = None, strict: bool = False,
                  reward: dict | RewardConfig | None = None, comet_model: str | None = None, batch_size: int = 32,
-                 max_length: int = 256):
+                 max_length: int = 256, rm_reference: bool = False):
         self.src_lang, self.tgt_lang = parse_direction(direction)
         if min_gap < 0:
             raise ConfigError(f"domain_options.min_gap: expected a non-negative number, got {min_gap!r}")
@@ -79,6 +87,8 @@ class TranslationDomain:
         self.reward_config = _reward_config(reward)
         self.reward_model_path, self.comet_model_path = reward_model, comet_model
         self.batch_size, self.max_length = batch_size, max_length
+        # the reward model reads the human reference too (train pairs, evaluation and reward alike)
+        self.rm_reference = rm_reference
         self._skipped: dict[str, Counter] = {}  # per data source, so reading a split twice counts once
         self._scores: list[mqm.SegmentScore] | None = None
         self._reward_model = None
@@ -136,8 +146,15 @@ class TranslationDomain:
             kept = [s for s in scores if s.source not in test_sources]
             counts["translations_of_test_sources"] = len(scores) - len(kept)
             scores = kept
-        pairs = mqm.build_pairs(scores, lambda source: format_prompt(source, self.src_lang, self.tgt_lang),
-                                self.min_gap, self.aspects, self.exclude_systems, counts=counts)
+        exclude, references = self.exclude_systems, {}
+        if self.rm_reference:  # the reference system would be compared with itself; sources need a reference
+            references = {s.source: s.target for s in scores if s.system == REFERENCE_SYSTEM}
+            exclude = (*exclude, REFERENCE_SYSTEM)
+            kept = [s for s in scores if s.source in references]
+            counts["translations_without_reference"] = len(scores) - len(kept)
+            scores = kept
+        pairs = mqm.build_pairs(scores, lambda source: self.rm_prompt(source, references.get(source)),
+                                self.min_gap, self.aspects, exclude, counts=counts)
         self._skipped[split] = Counter({f"{split}_{k}": v for k, v in counts.items()})
         random.Random(f"{self.seed}:{split}").shuffle(pairs)  # so any prefix mixes sources and aspects
         cap = self.max_pairs if split == "train" else self.max_eval_pairs
@@ -145,6 +162,11 @@ class TranslationDomain:
 
     def _user_preferences(self, split: str) -> list[PreferencePair]:
         pairs, skipped = load_user_preferences(self.data, self.src_lang, self.tgt_lang, self.strict)
+        if self.rm_reference:
+            with_reference = [p for p in pairs if p.extra.get("reference")]
+            skipped["no_reference_for_rm_reference"] += len(pairs) - len(with_reference)
+            pairs = [dataclasses.replace(p, prompt=self.rm_prompt(p.extra["source_text"], p.extra["reference"]))
+                     for p in with_reference]
         self._skipped["user_file"] = skipped
 
         def in_test(pair: PreferencePair) -> bool:  # by source text, so a source never sits on both sides
@@ -176,13 +198,30 @@ class TranslationDomain:
             self._reward_model.eval()
         return self._reward_model
 
-    def head_rewards(self, prompt_texts: list[str], completions: list[str]) -> list[dict[str, float]]:
+    def rm_prompt(self, source: str, reference: str | None) -> str:
+        """The text the reward model reads before a translation of `source` (with the reference when
+        `rm_reference` is set; a missing one is an error, never a silent fallback)."""
+        if not self.rm_reference:
+            return format_prompt(source, self.src_lang, self.tgt_lang)
+        if not reference:
+            raise ValueError("domain_options.rm_reference=true: the reward model reads the reference "
+                             f"translation, but the prompt for source {source[:40]!r} has none")
+        return reward_model_prompt(source, self.src_lang, self.tgt_lang, reference)
+
+    def head_rewards(self, prompts: list[Prompt | str], completions: list[str]) -> list[dict[str, float]]:
         """Raw reward of every head for each (prompt, completion), scored as the RM was trained."""
         from align.data import response_separator
         from align.models import score_texts
 
         model = self.reward_model
-        texts = [p + response_separator(p) + c for p, c in zip(prompt_texts, completions)]
+        texts = []
+        for prompt, completion in zip(prompts, completions):
+            if self.rm_reference:
+                source, _, _, reference = prompt_fields(prompt, self.src_lang, self.tgt_lang)
+                text = self.rm_prompt(source or "", reference)
+            else:
+                text = prompt.prompt if isinstance(prompt, Prompt) else prompt
+            texts.append(text + response_separator(text) + completion)
         rewards = score_texts(model, texts, batch_size=self.batch_size, max_length=self.max_length)
         return [dict(zip(model.head_names, row)) for row in rewards.float().tolist()]
 
@@ -193,9 +232,13 @@ class TranslationDomain:
                 scores = self.split_scores("train")
             except (FileNotFoundError, ValueError):
                 scores = []
+            references = {s.source: s.target for s in scores if s.system == REFERENCE_SYSTEM}
+            if self.rm_reference:
+                scores = [s for s in scores if s.source in references and s.system != REFERENCE_SYSTEM]
             sample = random.Random(self.seed).sample(scores, min(len(scores), self.reward_config.calibration_size))
             if sample:
-                prompts = [format_prompt(s.source, self.src_lang, self.tgt_lang) for s in sample]
+                prompts = [make_prompt(s.source, self.src_lang, self.tgt_lang, reference=references.get(s.source))
+                           for s in sample]
                 self._head_stats = measure_head_stats(self.head_rewards(prompts, [s.target for s in sample]))
             else:
                 self._head_stats = HeadStats()  # no calibration data: raw heads
@@ -220,6 +263,12 @@ class TranslationDomain:
                                   head_scorer=self.head_rewards if use_heads else None,
                                   head_stats=self.head_stats() if use_heads else None,
                                   comet_scorer=self.comet_scorer(), src_lang=self.src_lang, tgt_lang=self.tgt_lang)
+
+    def demo(self, output_dir) -> dict:
+        """The `make demo` stage: a small multi-head RM on this domain's MQM pairs, evaluated and reported."""
+        from domains.translation.demo import demo_stage
+
+        return demo_stage(output_dir, data_dir=self.data_dir)
 
     def evaluate(self, config, run_dir) -> dict:
         """`align eval domain=translation`: acc_eq and strict accuracy per aspect, baselines, robustness."""

@@ -17,7 +17,7 @@ from domains.translation import mqm
 from domains.translation.agreement import all_ties_baseline, strict_pairwise_accuracy, tie_calibrated_accuracy
 from domains.translation.domain import REFERENCE_SYSTEM, TranslationDomain
 from domains.translation.metrics import SENTENCE_METRICS
-from domains.translation.parallel import format_prompt, make_prompt
+from domains.translation.parallel import make_prompt
 from domains.translation.reward import combine_heads
 from domains.translation.robustness import corrupt, preference_shares
 
@@ -58,9 +58,9 @@ def score_items(domain: TranslationDomain, groups, references, metrics: list[str
             values = [[-v for v in row] for row in values]
         scores[metric] = {aspect: values for aspect in ASPECTS}
     if use_rm:
-        flat = [s for group in groups for s in group]
-        prompts = [format_prompt(s.source, domain.src_lang, domain.tgt_lang) for s in flat]
-        heads = domain.head_rewards(prompts, [s.target for s in flat])
+        flat = [(s, ref) for group, ref in zip(groups, references) for s in group]
+        prompts = [make_prompt(s.source, domain.src_lang, domain.tgt_lang, reference=ref) for s, ref in flat]
+        heads = domain.head_rewards(prompts, [s.target for s, _ in flat])
         stats = domain.head_stats()
         combined = [combine_heads(h, domain.reward_config, stats)[0] for h in heads]
 

@@ -7,6 +7,10 @@ Prompt format (both directions; the ALMA format, Xu et al. 2024):
     English:
 
 The completion is the translation alone (the reward's guards penalise anything around it).
+
+A reward model can also be conditioned on the human reference (`domain_options.rm_reference`):
+it then reads `reward_model_prompt`, the same prompt with the reference on the line before the
+answer, where left truncation keeps it.
 """
 from __future__ import annotations
 
@@ -43,6 +47,17 @@ def format_prompt(source: str, src_lang: str = "zh", tgt_lang: str = "en") -> st
     """The documented translation prompt for `source`."""
     return PROMPT_TEMPLATE.format(src_name=language_name(src_lang), tgt_name=language_name(tgt_lang),
                                   source=source.strip())
+
+
+def reward_model_prompt(source: str, src_lang: str, tgt_lang: str, reference: str | None = None) -> str:
+    """What a translation reward model reads before the translation: the documented prompt, and with
+    a `reference`, a `Reference {tgt_name}: ...` line before the answer. An English-only encoder
+    sees the Chinese source mostly as unknown tokens; the reference gives it text it can compare."""
+    prompt = format_prompt(source, src_lang, tgt_lang)
+    if reference is None:
+        return prompt
+    head, answer = prompt.rsplit("\n", 1)
+    return f"{head}\nReference {language_name(tgt_lang)}: {reference.strip()}\n{answer}"
 
 
 def parse_prompt(prompt: str) -> tuple[str, str, str] | None:

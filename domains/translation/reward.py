@@ -106,18 +106,17 @@ def prompt_fields(prompt: Prompt | str, src_lang: str, tgt_lang: str) -> tuple[s
 
 
 def translation_reward(prompts: Sequence[Prompt | str], completions: Sequence[str], config: RewardConfig,
-                       head_scorer: Callable[[list[str], list[str]], list[dict[str, float]]] | None = None,
+                       head_scorer: Callable[[list, list[str]], list[dict[str, float]]] | None = None,
                        head_stats: HeadStats | None = None, comet_scorer: Callable | None = None,
                        src_lang: str = "zh", tgt_lang: str = "en") -> list[RewardOutput]:
-    """Score translations: `head_scorer(prompt_texts, completions)` gives each completion's raw head rewards;
+    """Score translations: `head_scorer(prompts, completions)` gives each completion's raw head rewards;
     metrics need a reference; guards need the source (from `Prompt.meta` or the prompt text)."""
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
     fields = [prompt_fields(p, src_lang, tgt_lang) for p in prompts]
     heads = None
     if head_scorer is not None:
-        texts = [p.prompt if isinstance(p, Prompt) else p for p in prompts]
-        heads = head_scorer(texts, list(completions))
+        heads = head_scorer(list(prompts), list(completions))
     comet = None
     if comet_scorer is not None and "comet" in config.metric_weights:
         with_reference = [i for i, f in enumerate(fields) if f[3]]
