@@ -44,9 +44,9 @@ def evaluate_reward_model(reward_model, pairs: list[PreferencePair], batch_size:
                           max_length: int = 512) -> dict:
     """Accuracy, mean margin and per-pair reward differences of `reward_model` (first head unless a
     pair's aspect names another) on `pairs`."""
-    from align.rm_data import RMData
     from align.data import encode_pair
     from align.rm import preference_metrics, score_pairs
+    from align.rm_data import RMData
 
     tokenizer = reward_model.tokenizer
     encoded = [encode_pair(tokenizer, pair, max_length) for pair in pairs]

@@ -4,15 +4,16 @@ Plot helpers take plain lists and a path so every command (rm, strength, ppo, ev
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from align.runlog import RunDir  # noqa: E402
+from align.runlog import RunDir
 
 
 def plot_curves(metrics: list[dict[str, Any]], keys: Sequence[str], path: Path, title: str) -> Path | None:

@@ -14,15 +14,26 @@ import torch
 from tqdm.auto import tqdm
 
 from align import losses
+from align.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from align.config import ConfigError, TrainConfig, doc, nested
-from align.contrastive import (ContrastiveConfig, ContrastiveRewardModel, ContrastiveTerm, append_contrastive_report,
-                               eval_features, feature_separability)
+from align.contrastive import (
+    ContrastiveConfig,
+    ContrastiveRewardModel,
+    ContrastiveTerm,
+    append_contrastive_report,
+    eval_features,
+    feature_separability,
+)
 from align.denoise import LossConfig, plan_denoising
 from align.rm_data import RMData, load_rm_data
-from align.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from align.runlog import RunDir
-from align.training import (begin_or_resume, make_accelerator, make_optimizer_and_scheduler, set_seed,
-                            total_optimizer_steps)
+from align.training import (
+    begin_or_resume,
+    make_accelerator,
+    make_optimizer_and_scheduler,
+    set_seed,
+    total_optimizer_steps,
+)
 
 
 @dataclass

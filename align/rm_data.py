@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -84,8 +84,8 @@ class RMData:
         epoch, position = start_epoch, start_position
         while True:
             batches = batcher.batches(epoch)[rank::world_size]
-            for position in range(position, len(batches)):
-                yield epoch, position, batches[position]
+            for index in range(position, len(batches)):
+                yield epoch, index, batches[index]
             epoch, position = epoch + 1, 0
 
 

@@ -23,8 +23,13 @@ from align.data import PairBatcher, response_separator, split_train_eval
 from align.generation import encode_prompt, format_prompt
 from align.lora import LoraOptions, add_lora, load_trained_weights
 from align.runlog import RunDir
-from align.training import (begin_or_resume, make_accelerator, make_optimizer_and_scheduler, set_seed,
-                            total_optimizer_steps)
+from align.training import (
+    begin_or_resume,
+    make_accelerator,
+    make_optimizer_and_scheduler,
+    set_seed,
+    total_optimizer_steps,
+)
 from align.types import Prompt
 
 IGNORE = -100

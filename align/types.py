@@ -4,12 +4,13 @@ Domains import these; the core never imports a domain. See DESIGN.md ("Domain ad
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 # A prompt is plain text or a list of chat messages ({"role": ..., "content": ...}).
 Message = dict[str, str]
-PromptText = Union[str, list[Message]]
+PromptText = str | list[Message]
 
 
 @dataclass

@@ -3,6 +3,7 @@
 `domains.get(name, **options)` is the same entry-point lookup the core uses, for users who
 import the adapters directly.
 """
-from align.registry import available_domains, get_domain as get
+from align.registry import available_domains
+from align.registry import get_domain as get
 
-__all__ = ["get", "available_domains"]
+__all__ = ["available_domains", "get"]

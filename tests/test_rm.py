@@ -9,7 +9,7 @@ from align import rm
 from align.cli import main
 from align.config import load_config
 
-WORDS = "apple river stone cloud lamp garden window music paper forest".split()
+WORDS = ["apple", "river", "stone", "cloud", "lamp", "garden", "window", "music", "paper", "forest"]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ def test_metrics_summary_and_truncation(tmp_path):
 def test_checkpoints_are_atomic_and_pruned(tmp_path):
     run = RunDir(tmp_path / "run", keep_checkpoints=2)
     for step in (10, 20, 30):
-        run.save_checkpoint(step, lambda d: (d / "weights.bin").write_bytes(b"x" * step))
+        run.save_checkpoint(step, lambda d, size=step: (d / "weights.bin").write_bytes(b"x" * size))
     assert [p.name for p in run.checkpoints()] == ["step-20", "step-30"]
     assert run.latest_checkpoint().name == "step-30"
 
