@@ -1,0 +1,37 @@
+"""`align demo`: stages dispatch to the domains' demo(), a stage that cannot run is skipped with its reason."""
+from __future__ import annotations
+
+import json
+
+from align import demo
+
+
+class DemoDomain:
+    def demo(self, output_dir):
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "report.md").write_text("# demo\n")
+        return {"pass@1": 0.5, "nested": {"not": "flat"}}
+
+
+class NoDemoDomain:
+    pass
+
+
+def test_stages_run_skip_and_write_the_overview(tmp_path, monkeypatch, capsys):
+    domains = {"fake": DemoDomain(), "plain": NoDemoDomain()}
+    monkeypatch.setattr(demo, "available_domains", lambda: list(domains))
+    monkeypatch.setattr(demo, "get_domain", lambda name: domains[name])
+    overview = demo.run(demo.Config(output_dir=str(tmp_path), stages=["fake", "plain", "nope"]))
+    assert overview["fake"]["status"] == "done" and overview["fake"]["pass@1"] == 0.5
+    assert overview["fake"]["report"] == str(tmp_path / "fake" / "report.md") and "nested" not in overview["fake"]
+    assert overview["plain"] == {"status": "skipped", "reason": "the plain domain offers no demo stage"}
+    assert overview["nope"]["status"] == "skipped" and "unknown stage 'nope'" in overview["nope"]["reason"]
+    assert json.loads((tmp_path / "overview.json").read_text()) == overview
+    assert str(tmp_path / "fake" / "report.md") in capsys.readouterr().out
+
+
+def test_the_shipped_domains_offer_a_demo_stage():
+    from domains.code import CodeDomain
+    from domains.translation import TranslationDomain
+
+    assert callable(TranslationDomain.demo) and callable(CodeDomain.demo)
