@@ -28,7 +28,8 @@ SKIP_REASONS = ("bad_json", "bad_utf8", "bad_format", "missing_field", "empty_re
 
 KNOWN_PAIR_FIELDS = ("prompt", "chosen", "rejected", "id", "margin", "strength", "aspect")
 """Row fields that become PreferencePair attributes; every other field (a row's own `source` too) goes to `extra`."""
-STRENGTH_FIELD = "mean_preference_difference"
+STRENGTH_FIELDS = ("mean_preference_difference", "mean preference difference")
+"""An `align strength` row's strength; the second is how the public hh-rlhf-strength-cleaned release spells it."""
 HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):")
 HH_ASSISTANT_MARKER = "\n\nAssistant:"
@@ -253,8 +254,9 @@ def _pair_from_row(row: Any, location: str) -> PreferencePair:
     if chosen == rejected:
         raise _BadRow("identical_responses", "rejected", "identical chosen and rejected responses")
     strength = _optional_float(row, "strength")
-    if STRENGTH_FIELD in row:  # an `align strength` output row: the ensemble's mean difference is the strength
-        strength = _optional_float(row, STRENGTH_FIELD)
+    for field in STRENGTH_FIELDS:  # an annotated row: the ensemble's mean difference is the strength
+        if field in row:
+            strength = _optional_float(row, field)
     return PreferencePair(
         prompt=prompt, chosen=chosen, rejected=rejected,
         id=str(row["id"]) if row.get("id") is not None else content_id(prompt, chosen, rejected),

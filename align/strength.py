@@ -15,7 +15,8 @@ Three estimators (`mode`, and `compare` for extra ones in the report):
 
 Output field names follow the public hh-rlhf-strength-cleaned release with underscores:
 `mean_preference_difference`, `std_preference_difference`, `chosen_scores`, `rejected_scores`
-(that release writes "mean preference difference", ..., "chosen score list").
+(that release writes "mean preference difference", ..., "chosen score list"; the data loader reads
+the strength under either spelling, so both kinds of files mix).
 """
 from __future__ import annotations
 

@@ -137,6 +137,16 @@ def test_annotated_strength_rows(tmp_path):
     assert pair.extra["chosen_scores"] == [1.0, 2.0] and pair.extra["rejected_scores"] == [0.0, 0.5]
 
 
+def test_strength_rows_of_the_public_release_mix_with_ours(tmp_path):
+    """hh-rlhf-strength-cleaned spells the fields with spaces; both spellings give the strength."""
+    release = {**HH_ROW, "mean preference difference": -0.75, "std preference difference": 0.25,
+               "chosen score list": [0.1], "rejected score list": [0.85]}
+    ours = {**HH_ROW, "chosen": HH_ROW["chosen"] + " Feed it daily.", "mean_preference_difference": 0.5}
+    pairs = load_preferences(write_jsonl(tmp_path / "mixed.jsonl", [release, ours])).pairs
+    assert [p.strength for p in pairs] == [-0.75, 0.5]
+    assert pairs[0].extra["std preference difference"] == 0.25
+
+
 def malformed_file(tmp_path):
     good = json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}).encode()
     lines = [
