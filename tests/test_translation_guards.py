@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from align.config import ConfigError
-from domains.translation.guards import GuardConfig, numbers, run_guards, script_ratio, words
+from domains.translation.guards import GuardConfig, chinese_number_values, numbers, run_guards, script_ratio, words
 
 SOURCE = "28岁厨师被发现死于旧金山一家商场。"
 GOOD = "A 28-year-old chef was found dead in a San Francisco mall."
@@ -76,6 +76,27 @@ def test_numbers():
     assert "numbers" not in failed("About 30,000 people came.", source="大约3万人来了。")
     # a number written in Chinese numerals explains a digit in the output
     assert "numbers" not in failed("Some of the ice is over 100000 years old.", source="有些冰超过十万年。")
+
+
+def test_numbers_written_with_chinese_numerals():
+    assert chinese_number_values("二十五，两万，25万，一百零五，1.77万亿，200 亿") == [25, 20000, 250000, 105, 1.77e12, 2e10]
+    assert chinese_number_values("“十四五”") == [14, 5]  # a digit after a digit starts a number
+    assert chinese_number_values("二〇一九年") == [2, 0, 1, 9, 2019]
+    source = "因此它在两个层面上进行欺骗，有25万种花。"
+    assert "numbers" not in failed("So it deceives on two levels; there are 250,000 flowers.", source=source)
+    assert "numbers" not in failed("So it deceives on two levels; there are 250 thousand flowers.", source=source)
+    assert failed("So it deceives on three levels; there are 250,000 flowers.", source=source) == ["numbers"]
+    assert failed("So it deceives on two levels; there are 250,001 flowers.", source=source) == ["numbers"]
+    # the other direction: a Chinese output may write an English number in its own numerals
+    assert "numbers" not in failed("贸易额将达到 200 亿美元。", source="Trade will reach $20 billion.", src="en", tgt="zh")
+    assert failed("贸易额将达到 300 亿美元。", source="Trade will reach $20 billion.", src="en", tgt="zh") == ["numbers"]
+
+
+def test_numbers_that_are_names_full_width_digits_and_times():
+    assert numbers("COVID-19 hit the G7 at 10:00; 5 jets, not F-35s") == {"10": 1, "5": 1}
+    assert "numbers" not in failed("He treated COVID-19 patients for 5 years.", source="他治疗新冠患者５年了。")
+    assert failed("He treated COVID-19 patients for 6 years.", source="他治疗新冠患者５年了。") == ["numbers"]
+    assert "numbers" not in failed("I waited for one hour.", source="我等了 1 小时。")
 
 
 def test_disabled_guards_do_not_run_and_bad_config_is_named():
