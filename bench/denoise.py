@@ -16,9 +16,11 @@ loss (strengths: in-sample, the reference's estimator) and on the clean set. `bt
 which trains with exactly the `bt` config and seed.
 
     python bench/denoise.py [--train-pairs 1000] [--eval-pairs 500] [--members 4] [--seeds 0 1 2]
-    # what fitted a shared, overloaded 2-core CPU (one process per dataset; they share the JSON file):
-    python bench/denoise.py --datasets controlled --train-pairs 120 --eval-pairs 100 --members 3 --folds 3 \
-        --top-layers 1 --batch-size 8 --learning-rate 2e-4
+    # the recorded runs (bench/results/denoise_*.json): one process per dataset and condition, 1 thread each
+    python bench/denoise.py --datasets controlled --train-pairs 1000 --eval-pairs 500 --members 4 --folds 2 \
+        --top-layers 2 --learning-rate 3e-4 --epochs 2 --out bench/results/denoise_controlled.json
+    python bench/denoise.py --datasets hh --hh-conditions noisy --seeds 0 [same keys] --out bench/results/denoise_hh.json
+    python bench/denoise.py --datasets hh --hh-conditions none --seeds 0 [same keys] --out bench/results/denoise_hh_none.json
 
 Prints one line of figures and writes bench/results/denoise.json (rewritten after every run, so an
 interrupted benchmark keeps what it measured), plus the strength report of hh without injected

@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--rm-reference", action="store_true",
                         help="condition the RM on the English reference (domain_options.rm_reference)")
     parser.add_argument("--output-dir", default="runs/bench-translation-rm")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="re-evaluate the RM already trained in --output-dir (e.g. after a guard changed)")
     parser.add_argument("--name", default=None, help="results file name (default: translation_rm[_<model>])")
     args = parser.parse_args()
 
@@ -71,8 +73,15 @@ def main() -> None:
                     save_steps=0, log_steps=20)
     config.validate()
     start = time.perf_counter()
-    rm_summary = train_reward_model(config)
-    train_seconds = time.perf_counter() - start
+    if args.evaluate_only:
+        summary_path = Path(args.output_dir) / "summary.json"
+        if not summary_path.is_file():
+            raise SystemExit(f"translation_rm: --evaluate-only needs a trained run in {args.output_dir} ({summary_path})")
+        rm_summary = json.loads(summary_path.read_text())
+        train_seconds = rm_summary.get("train_seconds")
+    else:
+        rm_summary = train_reward_model(config)
+        train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     summary, _ = evaluate_translation(domain, rm_summary["model_dir"], limit_sources=args.limit_sources)
     eval_seconds = time.perf_counter() - start
