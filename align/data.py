@@ -254,9 +254,9 @@ def _pair_from_row(row: Any, location: str) -> PreferencePair:
     if chosen == rejected:
         raise _BadRow("identical_responses", "rejected", "identical chosen and rejected responses")
     strength = _optional_float(row, "strength")
-    for field in STRENGTH_FIELDS:  # an annotated row: the ensemble's mean difference is the strength
-        if field in row:
-            strength = _optional_float(row, field)
+    for name in STRENGTH_FIELDS:  # an annotated row: the ensemble's mean difference is the strength
+        if name in row:
+            strength = _optional_float(row, name)
     return PreferencePair(
         prompt=prompt, chosen=chosen, rejected=rejected,
         id=str(row["id"]) if row.get("id") is not None else content_id(prompt, chosen, rejected),

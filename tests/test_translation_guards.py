@@ -4,7 +4,14 @@ from __future__ import annotations
 import pytest
 
 from align.config import ConfigError
-from domains.translation.guards import GuardConfig, chinese_number_values, numbers, run_guards, script_ratio, words
+from domains.translation.guards import (
+    GuardConfig,
+    chinese_number_values,
+    numbers,
+    run_guards,
+    script_ratio,
+    words,
+)
 
 SOURCE = "28岁厨师被发现死于旧金山一家商场。"
 GOOD = "A 28-year-old chef was found dead in a San Francisco mall."
