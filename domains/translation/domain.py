@@ -38,6 +38,11 @@ def checkout_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def reference_translations(scores: list[mqm.SegmentScore]) -> dict[str, str]:
+    """Source text -> the human reference (`REFERENCE_SYSTEM`) translation, for the sources that have one."""
+    return {s.source: s.target for s in scores if s.system == REFERENCE_SYSTEM}
+
+
 def _reward_config(options: dict | RewardConfig | None) -> RewardConfig:
     if isinstance(options, RewardConfig):
         return options
@@ -148,7 +153,7 @@ class TranslationDomain:
             scores = kept
         exclude, references = self.exclude_systems, {}
         if self.rm_reference:  # the reference system would be compared with itself; sources need a reference
-            references = {s.source: s.target for s in scores if s.system == REFERENCE_SYSTEM}
+            references = reference_translations(scores)
             exclude = (*exclude, REFERENCE_SYSTEM)
             kept = [s for s in scores if s.source in references]
             counts["translations_without_reference"] = len(scores) - len(kept)
@@ -232,7 +237,7 @@ class TranslationDomain:
                 scores = self.split_scores("train")
             except (FileNotFoundError, ValueError):
                 scores = []
-            references = {s.source: s.target for s in scores if s.system == REFERENCE_SYSTEM}
+            references = reference_translations(scores)
             if self.rm_reference:
                 scores = [s for s in scores if s.source in references and s.system != REFERENCE_SYSTEM]
             sample = random.Random(self.seed).sample(scores, min(len(scores), self.reward_config.calibration_size))
