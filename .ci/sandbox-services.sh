@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Services the sandbox tests need in CI: bubblewrap, and a Docker daemon of our own.
+# Services the sandbox tests need: bubblewrap, and a Docker daemon of our own.
 # Sourced by .ci/run:   source .ci/sandbox-services.sh; trap sandbox_services_stop EXIT; sandbox_services_start
+# Run by `make test`:   bash .ci/sandbox-services.sh bubblewrap      (install bwrap if missing and we can)
+#                       bash .ci/sandbox-services.sh run CMD ARGS... (start, run CMD, stop; exit with CMD's status)
 # - installs bubblewrap and docker.io with apt when missing;
 # - starts dockerd with its own --data-root/--exec-root/unix socket, --bridge=none --iptables=false
 #   (the sandbox uses network "none" only), unless a daemon already answers;
@@ -9,6 +11,33 @@
 
 SANDBOX_DOCKERD_DIR=""
 SANDBOX_DOCKERD_PID=""
+
+# bubblewrap alone (what `make test` sets up): nothing to do when bwrap is there; otherwise
+# install it with apt-get when we are root and apt-get exists, else say why not. Never fails:
+# what is still missing is reported by the sandbox tests (one line at the end of the pytest run).
+sandbox_install_bubblewrap() {
+    command -v bwrap >/dev/null 2>&1 && return 0
+    if [ "$(id -u)" != 0 ]; then
+        echo "sandbox setup: bubblewrap is not installed and we are not root: local sandbox tests will be skipped" >&2
+        return 0
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "sandbox setup: bubblewrap is not installed and there is no apt-get: local sandbox tests will be skipped" >&2
+        return 0
+    fi
+    echo "sandbox setup: installing bubblewrap (apt-get)"
+    local log
+    log="$(mktemp /tmp/align-setup-apt.XXXXXX)"
+    if { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap; } >"$log" 2>&1 \
+            && command -v bwrap >/dev/null 2>&1; then
+        echo "sandbox setup: $(bwrap --version) installed"
+    else
+        echo "sandbox setup: apt-get install bubblewrap failed; local sandbox tests will be skipped. Last lines:" >&2
+        tail -n 5 "$log" >&2
+    fi
+    rm -f "$log"
+    return 0
+}
 
 sandbox_services_start() {
     local missing=()
@@ -77,3 +106,29 @@ sandbox_services_stop() {
     SANDBOX_DOCKERD_PID=""
     SANDBOX_DOCKERD_DIR=""
 }
+
+# Executed rather than sourced: `bubblewrap` or `run CMD ARGS...`.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    case "${1:-}" in
+        bubblewrap)
+            sandbox_install_bubblewrap
+            ;;
+        run)
+            shift
+            [ $# -gt 0 ] || { echo "usage: $0 run CMD [ARGS...]" >&2; exit 2; }
+            # the daemon started here is stopped however CMD ends: failure, Ctrl-C (the terminal signals
+            # CMD too), SIGTERM or SIGHUP (taken once the foreground CMD has ended)
+            trap sandbox_services_stop EXIT
+            trap 'exit 130' INT
+            trap 'exit 143' TERM
+            trap 'exit 129' HUP
+            sandbox_services_start
+            "$@"
+            exit $?
+            ;;
+        *)
+            echo "usage: $0 bubblewrap | run CMD [ARGS...]   (or source it: see the top of this file)" >&2
+            exit 2
+            ;;
+    esac
+fi

