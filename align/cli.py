@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("align.sft", "supervised fine-tuning of a policy on prompt/response data"),
     "rm": ("align.rm", "train a reward model (loss variants, contrastive terms, several heads)"),
     "strength": ("align.strength", "RM ensemble -> preference strength per pair, report, cleaned data"),
-    "ppo": ("align.ppo", "PPO-max against a reward model or a domain reward"),
+    "ppo": ("align.ppo.train", "PPO-max against a reward model or a domain reward"),
     "iterate": ("align.iterate", "iterative RLHF: sample, MetaRM update, PPO round, repeat"),
     "eval": ("align.evaluate", "RM accuracy, pass@k, translation metrics, win/tie/lose"),
     "demo": ("align.demo", "the embedded default, end to end, offline on a CPU"),

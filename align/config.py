@@ -75,8 +75,12 @@ class TrainConfig:
     lr_schedule: Literal["cosine", "linear", "constant"] = doc("Learning-rate decay after warm-up.", "cosine")
     max_grad_norm: float = doc("Global gradient-norm clip; 0 disables clipping.", 1.0)
     max_length: int = doc("Maximum tokens per sequence; longer inputs lose their oldest context first.", 256)
-    precision: Literal["auto", "bf16", "fp32"] = doc("`auto` uses bf16 autocast where the device supports it.",
+    precision: Literal["auto", "bf16", "fp32"] = doc("`bf16`: bf16 autocast, trained weights in fp32, frozen weights "
+                                                     "(reference, reward model, a LoRA base) in bf16; `auto`: bf16 "
+                                                     "where the device computes it natively (see README, Precision).",
                                                      "auto")
+    gradient_checkpointing: bool = doc("Recompute activations in the backward pass instead of storing them: much "
+                                       "less activation memory for about a third more compute.", False)
     resume: bool = doc("Continue from the latest checkpoint in `output_dir`.", False)
     save_steps: int = doc("Write a checkpoint every N optimizer steps (0: only at the end).", 200)
     eval_steps: int = doc("Evaluate every N optimizer steps (0: only at the end).", 0)

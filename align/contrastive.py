@@ -97,12 +97,26 @@ class ContrastiveTerm(nn.Module):
             return losses.pair_features(chosen, rejected)
         return losses.difference_features(chosen, rejected)
 
-    def forward(self, features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Tensor:
+    def forward(self, features_a: torch.Tensor, features_b: torch.Tensor, across=None) -> torch.Tensor:
+        """L_contrastive over the items of every process: with `across` (a `Trainer`), each process's items
+        are gathered so the negatives (SimCSE) and the Sinkhorn codes (SwAV) span the global batch, as in
+        one process. Gradient flows into this process's items only, so summed over processes it is the
+        gradient of the one global loss; the prototypes, which every process uses whole, get 1/N of it here."""
         a, b = self.items(features_a), self.items(features_b)
+        prototypes = self.prototypes
+        if across is not None and across.world_size > 1:
+            a, b = across.gather_with_grad(a), across.gather_with_grad(b)
+            if prototypes is not None:
+                prototypes = scale_gradient(prototypes, 1.0 / across.world_size)
         if self.config.method == "simcse":
             return losses.simcse_loss(a, b, self.config.temperature)
-        return losses.swav_loss(a, b, self.prototypes, self.config.temperature, self.config.sinkhorn_epsilon,
+        return losses.swav_loss(a, b, prototypes, self.config.temperature, self.config.sinkhorn_epsilon,
                                 self.config.sinkhorn_iterations)
+
+
+def scale_gradient(tensor: torch.Tensor, factor: float) -> torch.Tensor:
+    """`tensor` in the forward pass, `factor` × its gradient in the backward pass."""
+    return tensor * factor + (tensor * (1.0 - factor)).detach()
 
 
 TERM_CONFIG_FILE = "contrastive.json"
@@ -130,14 +144,24 @@ class ContrastiveRewardModel(nn.Module):
     def head_names(self) -> list[str]:
         return self.reward_model.head_names
 
-    def save_pretrained(self, directory) -> None:
+    def merge_lora(self) -> None:
+        self.reward_model.merge_lora()
+
+    def save_pretrained(self, directory, state_dict: dict | None = None) -> None:
         directory = Path(directory)
-        self.reward_model.save_pretrained(directory)
+        if state_dict is not None:
+            state_dict = {k.removeprefix("reward_model."): v for k, v in state_dict.items()
+                          if k.startswith("reward_model.")}
+        self.reward_model.save_pretrained(directory, state_dict=state_dict)
         settings = {key: getattr(self.term.config, key) for key in self.term.config.__dataclass_fields__}
         (directory / TERM_CONFIG_FILE).write_text(json.dumps(
             {**settings, "feature_size": self.term.prototypes.shape[1] if self.term.prototypes is not None else None},
             indent=2))
         torch.save(self.term.state_dict(), directory / TERM_WEIGHTS_FILE)
+
+    def load_weights(self, directory) -> None:
+        self.reward_model.load_weights(directory)
+        self.term.load_state_dict(torch.load(Path(directory) / TERM_WEIGHTS_FILE, weights_only=True))
 
     @classmethod
     def from_pretrained(cls, directory) -> ContrastiveRewardModel:
@@ -155,24 +179,31 @@ class ContrastiveRewardModel(nn.Module):
 
 
 @torch.no_grad()
-def eval_features(model, data, batch_size: int, accelerator=None) -> tuple[torch.Tensor, torch.Tensor]:
+def eval_features(model, data, batch_size: int, trainer=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Chosen and rejected features ([N, H] each, float32, CPU) of every pair in `data` (an `RMData`),
-    in eval mode (no dropout)."""
+    in eval mode (no dropout); with a `trainer`, each process computes its share of the batches."""
     was_training = model.training
     model.eval()
-    chosen_all, rejected_all = [], []
-    order = sorted(range(len(data)), key=data.length)  # length-grouped batches pad less; order is irrelevant
-    for start in range(0, len(order), batch_size):
-        indices = order[start:start + batch_size]
-        batch = data.collate(indices, device=accelerator.device if accelerator else None)
-        features = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).features.float().cpu()
-        chosen, rejected = features.chunk(2, dim=0)
-        chosen_all.append(chosen)
-        rejected_all.append(rejected)
+    device = trainer.device if trainer else next(model.parameters()).device
+
+    def features_of(batches: list[list[int]]) -> list[torch.Tensor]:
+        out = []
+        for indices in batches:
+            batch = data.collate(indices, device=device)
+            out.append(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).features.float().cpu())
+        return out
+
+    order = sorted(range(len(data)), key=data.length)  # length-grouped batches pad less
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    results = trainer.map_shards(batches, features_of) if trainer else features_of(batches)
     model.train(was_training)
-    if not chosen_all:
+    if not results:
         return torch.zeros(0, 0), torch.zeros(0, 0)
-    return torch.cat(chosen_all), torch.cat(rejected_all)
+    chosen = torch.zeros(len(data), results[0].shape[1])
+    rejected = torch.zeros_like(chosen)
+    for indices, features in zip(batches, results):
+        chosen[indices], rejected[indices] = features.chunk(2, dim=0)
+    return chosen, rejected
 
 
 def _fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, l2: float, steps: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -421,40 +421,6 @@ def encode_pair(tokenizer, pair: PreferencePair, max_length: int) -> EncodedPair
                        identical_after_truncation=chosen_ids == rejected_ids)
 
 
-# ----------------------------------------------------------------------------- batching
-
-
-class PairBatcher:
-    """Length-grouped batches of pair indices, a pure function of (seed, epoch) so a resumed run sees the same order.
-
-    Shuffle, cut into mega-batches of `group_size * batch_size`, sort each by length (less padding),
-    cut into batches, shuffle the batch order. The last batch may be smaller: no pair is dropped.
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, shuffle: bool = True, group_size: int = 50):
-        if batch_size < 1 or group_size < 1:
-            raise ValueError(f"batch_size and group_size must be >= 1 (got {batch_size}, {group_size})")
-        self.lengths, self.batch_size, self.seed = list(lengths), batch_size, seed
-        self.shuffle, self.group_size = shuffle, group_size
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
-
-    def batches(self, epoch: int) -> list[list[int]]:
-        order = list(range(len(self.lengths)))
-        if not self.shuffle:
-            return [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        rng = random.Random(f"{self.seed}:{epoch}")
-        rng.shuffle(order)
-        mega = self.group_size * self.batch_size
-        batches = []
-        for start in range(0, len(order), mega):
-            group = sorted(order[start: start + mega], key=lambda i: self.lengths[i], reverse=True)
-            batches += [group[i: i + self.batch_size] for i in range(0, len(group), self.batch_size)]
-        rng.shuffle(batches)
-        return batches
-
-
 def collate_pairs(encoded: list[EncodedPair], pad_token_id: int,
                   pad_to_multiple_of: int | None = None) -> dict[str, torch.Tensor]:
     """Right-padded `input_ids`/`attention_mask` of shape [2B, L]: rows 0..B-1 chosen, B..2B-1 rejected."""

@@ -16,16 +16,17 @@ full ensemble's (measured in `align strength` reports and `bench/denoise.py`).
 """
 from __future__ import annotations
 
-import math
-import time
+import dataclasses
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from align import losses
-from align.rm import batch_loss
+from align.rm import Step, batch_loss, optimize, pair_sums
 from align.rm_data import RMData
-from align.training import make_accelerator, make_optimizer_and_scheduler, set_seed
+from align.training import BatchPlan, Trainer, TrainState
 
 
 def subset(data: RMData, indices: list[int]) -> RMData:
@@ -34,52 +35,54 @@ def subset(data: RMData, indices: list[int]) -> RMData:
                   data.pad_token_id)
 
 
-def total_steps_for(config, num_pairs: int) -> int:
-    steps_per_epoch = max(1, math.ceil(math.ceil(num_pairs / config.batch_size) / config.grad_accum))
-    return config.max_steps if config.max_steps > 0 else max(1, math.ceil(config.epochs * steps_per_epoch))
+@dataclass
+class Fitted:
+    model: torch.nn.Module
+    """The trained RM (unwrapped, eval mode)."""
+    seconds: float
+    """Training time (checkpoint writing excluded)."""
+    trainer: Trainer
+    """Its trainer: score with `score_pairs(..., trainer)` to share the work between processes."""
 
 
-def fit_reward_model(config, data: RMData, seed: int, num_heads: int | None = None, head_names=None,
-                     desc: str = "member", loss_fn=None, model_factory=None):
+def fit_reward_model(config, data: RMData, seed: int, output_dir: str | Path, num_heads: int | None = None,
+                     head_names=None, desc: str = "member", loss_type: str = "bt", loss_fn=None,
+                     model_factory=None) -> Fitted:
     """Train a fresh RM on `data` with `config`'s optimisation keys (an `align.rm.Config`) and `seed`
-    (initialisation and data order). Returns (model in eval mode, training seconds).
+    (initialisation and data order), on the shared training core: checkpoints every `save_steps` and
+    `resume=true` in `output_dir`, where its metrics.jsonl goes too; no model, summary or report is written.
 
-    `loss_fn(model, batch, indices) -> loss` replaces the pairwise loss (the bootstrap heads use it);
+    `loss_type` is `align rm`'s `loss.type` for the denoising targets set on `data` (`bt` by default);
+    `loss_fn(model, batch, step) -> (loss, sums)` replaces the pairwise loss (the bootstrap heads use it);
     `model_factory(head_names) -> RewardModel` replaces `load_reward_model(config.model)` (a benchmark
     uses it to train only the top layers on cached hidden states).
     """
     from align.models import load_reward_model
 
-    set_seed(seed)
-    accelerator = make_accelerator(config)
+    member = dataclasses.replace(config, seed=seed, output_dir=str(output_dir))
+    trainer = Trainer(member)
     head_names = list(head_names or data.head_names)
     if model_factory is not None:
         model = model_factory(head_names)
     else:
         model = load_reward_model(config.model, num_heads=num_heads or len(head_names), head_names=head_names,
                                   dropout=config.model_dropout)
-    total_steps = total_steps_for(config, len(data))
-    optimizer, scheduler = make_optimizer_and_scheduler(model, config, total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    model.train()
-    stream = data.micro_batch_stream(config.batch_size, seed)
-    start = time.perf_counter()
-    for _ in tqdm(range(total_steps), desc=desc, disable=not config.progress, leave=False, dynamic_ncols=True):
-        for _ in range(config.grad_accum):
-            _, _, indices = next(stream)
-            batch = data.collate(indices, device=accelerator.device)
-            with accelerator.autocast():
-                loss = loss_fn(model, batch, indices) if loss_fn else batch_loss(model, batch)[0]
-            accelerator.backward(loss / config.grad_accum)
-        if config.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-    seconds = time.perf_counter() - start
-    model = accelerator.unwrap_model(model)
+    batches = BatchPlan(data.lengths(), config.batch_size, seed, trainer.rank, trainer.world_size)
+    total_steps = trainer.total_steps(len(batches), config.grad_accum)
+    prepared = trainer.prepare("model", model, total_steps)
+    state = trainer.resume(TrainState())
+    loss_fn = loss_fn or (lambda model, batch, step: batch_loss(model, batch, step, loss_type))
+    optimize(trainer, prepared, data, batches, state, total_steps, loss_fn, desc=desc)
+    model = trainer.unwrap("model")
     model.eval()
-    return model, seconds
+    return Fitted(model, state.train_seconds, trainer)
+
+
+def remove_checkpoints(fitted: Fitted) -> None:
+    """A member's checkpoints are only needed until it is scored."""
+    if fitted.trainer.is_main:
+        shutil.rmtree(fitted.trainer.run.checkpoint_root, ignore_errors=True)
+    fitted.trainer.wait()
 
 
 def bootstrap_weights(num_pairs: int, num_heads: int, seed: int) -> torch.Tensor:
@@ -89,37 +92,28 @@ def bootstrap_weights(num_pairs: int, num_heads: int, seed: int) -> torch.Tensor
 
 
 def bootstrap_heads_loss(weights: torch.Tensor):
-    """Loss for `fit_bootstrap_heads`: per head, the bootstrap-weighted mean Bradley-Terry loss.
+    """Loss for `fit_bootstrap_heads`: per head, the bootstrap-weighted mean Bradley-Terry loss over the step.
 
         L = (1/M) Σ_m  Σ_i w_mi · (−log σ(r_m(x_i, y_c) − r_m(x_i, y_r))) / Σ_i w_mi
-    """
-    def loss_fn(model, batch, indices):
+
+    (i over the step's pairs; this micro-batch contributes its pairs' terms)."""
+    def loss_fn(model, batch, step: Step):
         rewards = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).rewards
         half = rewards.shape[0] // 2
         per_pair = losses.bradley_terry_loss(rewards[:half], rewards[half:])  # [B, M]
-        w = weights[torch.tensor(indices)].to(per_pair.device)
-        return ((per_pair * w).sum(0) / w.sum(0).clamp(min=1.0)).mean()
+        indices = batch["index"].cpu()
+        w = weights[indices].to(per_pair.device) * batch["weight"].unsqueeze(1)
+        step_weight = weights[torch.tensor(step.indices)].sum(0).clamp(min=1.0).to(per_pair.device)
+        loss = ((per_pair * w).sum(0) / step_weight).mean()
+        delta = (rewards[:half] - rewards[half:]).detach().float().mean(1)
+        return loss, pair_sums(per_pair.detach().mean(1) @ batch["weight"], delta, batch["weight"])
     return loss_fn
 
 
-def fit_bootstrap_heads(config, data: RMData, members: int, seed: int, model_factory=None):
-    """The cheap ensemble: one backbone with `members` heads, trained once on bootstrap-weighted data.
-    Returns (model with one head per member, training seconds)."""
+def fit_bootstrap_heads(config, data: RMData, members: int, seed: int, output_dir: str | Path,
+                        model_factory=None) -> Fitted:
+    """The cheap ensemble: one backbone with `members` heads, trained once on bootstrap-weighted data."""
     weights = bootstrap_weights(len(data), members, seed)
     names = [f"member_{m}" for m in range(members)]
-    return fit_reward_model(config, data, seed, num_heads=members, head_names=names, desc="bootstrap heads",
-                            loss_fn=bootstrap_heads_loss(weights), model_factory=model_factory)
-
-
-@torch.no_grad()
-def score_all_heads(model, data: RMData, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chosen and rejected rewards of every head for every pair: two [N, heads] tensors, in data order."""
-    device = next(model.parameters()).device
-    chosen, rejected = torch.zeros(len(data), model.num_heads), torch.zeros(len(data), model.num_heads)
-    order = sorted(range(len(data)), key=data.length)  # group by length: less padding
-    for start in range(0, len(order), batch_size):
-        indices = order[start:start + batch_size]
-        batch = data.collate(indices, device=device)
-        rewards = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).rewards.float().cpu()
-        chosen[indices], rejected[indices] = rewards[:len(indices)], rewards[len(indices):]
-    return chosen, rejected
+    return fit_reward_model(config, data, seed, output_dir, num_heads=members, head_names=names,
+                            desc="bootstrap heads", loss_fn=bootstrap_heads_loss(weights), model_factory=model_factory)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from align.config import ConfigError, check_path, doc
-from align.runlog import RunDir
+from align.training.rundir import RunDir
 from align.types import PreferencePair
 
 

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 
 from align.config import load_config
-from align.ppo_config import Config
+from align.ppo.config import Config
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "code" / "ppo_cpu.yaml"
 

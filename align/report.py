@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
-from align.runlog import RunDir
+from align.training.rundir import RunDir
 
 
 def plot_curves(metrics: list[dict[str, Any]], keys: Sequence[str], path: Path, title: str) -> Path | None:

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
-from align.data import PairBatcher, collate_pairs, encode_pair, load_preferences, split_train_eval
+from align.data import collate_pairs, encode_pair, load_preferences, split_train_eval
 from align.denoise import DenoisePlan
 from align.types import PreferencePair
 
@@ -66,27 +65,17 @@ class RMData:
             for name in ("head_index", "strength", "given_margin", "flip", "alpha", "margin"):
                 setattr(self, name, getattr(self, name)[plan.keep])
 
-    def num_batches(self, batch_size: int) -> int:
-        return math.ceil(len(self) / batch_size)
+    def lengths(self) -> list[int]:
+        return [self.length(i) for i in range(len(self))]
 
-    def collate(self, indices: list[int], device=None) -> dict[str, torch.Tensor]:
+    def collate(self, indices: list[int], device=None, weight: float = 1.0) -> dict[str, torch.Tensor]:
+        """Chosen rows then rejected rows, with each pair's head, denoising targets and loss weight (0 for
+        the stand-in pair of a process whose share of a global batch is empty)."""
         batch = collate_pairs([self.encoded[i] for i in indices], self.pad_token_id)
         index = torch.tensor(indices, dtype=torch.long)
         batch.update(head_index=self.head_index[index], flip=self.flip[index], alpha=self.alpha[index],
-                     margin=self.margin[index], keep=torch.ones(len(indices), dtype=torch.bool))
+                     margin=self.margin[index], weight=torch.full((len(indices),), float(weight)), index=index)
         return {key: value.to(device) for key, value in batch.items()} if device is not None else batch
-
-    def micro_batch_stream(self, batch_size: int, seed: int, start_epoch: int = 0, start_position: int = 0,
-                           rank: int = 0, world_size: int = 1) -> Iterator[tuple[int, int, list[int]]]:
-        """Endless (epoch, position, indices) micro-batches, length-grouped and reproducible from
-        (seed, epoch), starting at a saved position; process `rank` takes every `world_size`-th batch."""
-        batcher = PairBatcher([self.length(i) for i in range(len(self))], batch_size, seed)
-        epoch, position = start_epoch, start_position
-        while True:
-            batches = batcher.batches(epoch)[rank::world_size]
-            for index in range(position, len(batches)):
-                yield epoch, index, batches[index]
-            epoch, position = epoch + 1, 0
 
 
 @dataclass

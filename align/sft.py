@@ -17,19 +17,11 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
-from align.checkpoint import TrainState, _restore_rng, save_checkpoint
 from align.config import ConfigError, TrainConfig, doc, nested
-from align.data import PairBatcher, response_separator, split_train_eval
+from align.data import response_separator, split_train_eval
 from align.generation import encode_prompt, format_prompt
-from align.lora import LoraOptions, add_lora, load_trained_weights
-from align.runlog import RunDir
-from align.training import (
-    begin_or_resume,
-    make_accelerator,
-    make_optimizer_and_scheduler,
-    set_seed,
-    total_optimizer_steps,
-)
+from align.training import BatchPlan, Trainer, TrainState
+from align.training.lora import LoraOptions, add_lora
 from align.types import Prompt
 
 IGNORE = -100
@@ -112,12 +104,18 @@ def collate(examples: list[Example], pad_id: int, device=None) -> dict[str, torc
 
 
 def response_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Mean next-token cross-entropy over the labelled (response) tokens: token t predicts label t+1."""
+    """Summed next-token cross-entropy over the labelled (response) tokens, and their count: token t predicts
+    label t+1. The trainer divides by the step's response tokens over every process and micro-batch."""
     shifted_logits, shifted_labels = logits[:, :-1].float(), labels[:, 1:]
     count = int((shifted_labels != IGNORE).sum())
     loss = torch.nn.functional.cross_entropy(shifted_logits.reshape(-1, shifted_logits.shape[-1]),
                                              shifted_labels.reshape(-1), ignore_index=IGNORE, reduction="sum")
-    return loss / max(count, 1), count
+    return loss, count
+
+
+def response_tokens(example: Example) -> int:
+    """Tokens the loss is computed on (labels shifted by one)."""
+    return sum(label != IGNORE for label in example.labels[1:])
 
 
 def load_examples(config: Config, tokenizer) -> tuple[list[Example], list[Example], dict[str, int]]:
@@ -153,117 +151,116 @@ def load_examples(config: Config, tokenizer) -> tuple[list[Example], list[Exampl
 
 
 @torch.no_grad()
-def evaluate(model, examples: list[Example], batch_size: int, pad_id: int, accelerator) -> dict[str, float]:
-    """Token-weighted response loss and perplexity on held-out examples."""
+def evaluate(model, examples: list[Example], batch_size: int, pad_id: int, trainer: Trainer) -> dict[str, float]:
+    """Token-weighted response loss and perplexity on held-out examples (each process takes its share)."""
     if not examples:
         return {}
-    total, tokens = 0.0, 0
-    for start in range(0, len(examples), batch_size):
-        batch = collate(examples[start:start + batch_size], pad_id, accelerator.device)
-        with accelerator.autocast():
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           use_cache=False).logits
-        loss, count = response_loss(logits, batch["labels"])
-        total, tokens = total + loss.item() * count, tokens + count
-    mean = total / max(tokens, 1)
+    was_training = model.training
+    model.eval()
+
+    def loss_sums(chunks: list[list[Example]]) -> list[tuple[float, int]]:
+        out = []
+        for chunk in chunks:
+            batch = collate(chunk, pad_id, trainer.device)
+            with trainer.autocast():
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                               use_cache=False).logits
+            loss, count = response_loss(logits, batch["labels"])
+            out.append((loss.item(), count))
+        return out
+
+    chunks = [examples[start:start + batch_size] for start in range(0, len(examples), batch_size)]
+    results = trainer.map_shards(chunks, loss_sums)
+    model.train(was_training)
+    mean = sum(loss for loss, _ in results) / max(sum(count for _, count in results), 1)
     return {"eval_loss": mean, "eval_perplexity": math.exp(min(mean, 50.0))}
+
+
+def build_policy(config: Config, trainer: Trainer):
+    """The causal LM to fine-tune: full weights in fp32, or a bf16 base (when the run computes in bf16) with
+    LoRA adapters; gradient checkpointing as configured."""
+    from align.models import load_causal_lm
+    from align.models.loading import enable_gradient_checkpointing
+
+    model = load_causal_lm(config.model, dtype=trainer.weights_dtype(trainable=not config.lora.enabled))
+    if config.lora.enabled:
+        model = add_lora(model, config.lora)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    return model
 
 
 def train_sft(config: Config) -> dict:
     """Fine-tune as `config` says; returns the summary (also written to summary.json)."""
-    from align.models import load_causal_lm, load_tokenizer
+    from align.models import load_tokenizer
 
-    run = RunDir(config.output_dir)
-    set_seed(config.seed)
-    accelerator = make_accelerator(config)
+    trainer = Trainer(config)
     tokenizer = load_tokenizer(config.model)
     train, held_out, counts = load_examples(config, tokenizer)
     if config.packing:
         train = pack(train, config.max_length)
-    model = load_causal_lm(config.model)
-    if config.lora.enabled:
-        model = add_lora(model, config.lora)
-    batcher = PairBatcher([len(e.input_ids) for e in train], config.batch_size, config.seed)
-    total_steps = total_optimizer_steps(config, len(batcher))
-    optimizer, scheduler = make_optimizer_and_scheduler(model, config, total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-
-    state = begin_or_resume(run, config, "sft", lambda checkpoint: _load_checkpoint(
-        checkpoint, accelerator.unwrap_model(model), optimizer, scheduler)) or TrainState()
+    batches = BatchPlan([len(e.input_ids) for e in train], config.batch_size, config.seed, trainer.rank,
+                        trainer.world_size)
+    total_steps = trainer.total_steps(len(batches), config.grad_accum)
+    model = trainer.prepare("model", build_policy(config, trainer), total_steps, tokenizer=tokenizer)
+    state = trainer.resume(TrainState())
 
     model.train()
-    batches = batcher.batches(state.epoch)
-    progress = tqdm(total=total_steps, initial=state.step, desc="align sft", disable=not config.progress,
-                    dynamic_ncols=True)
+    stream = batches.stream(state.epoch, state.batch_in_epoch)
+    progress = tqdm(total=total_steps, initial=state.step, desc="align sft", dynamic_ncols=True,
+                    disable=not config.progress or not trainer.is_main)
     window: list[float] = []
     started = time.perf_counter()
     while state.step < total_steps:
-        for _ in range(config.grad_accum):
-            if state.batch_in_epoch >= len(batches):
-                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-                batches = batcher.batches(state.epoch)
-            batch = collate([train[i] for i in batches[state.batch_in_epoch]], tokenizer.pad_token_id,
-                            accelerator.device)
-            state.batch_in_epoch += 1
-            with accelerator.autocast():
+        step_batches = [next(stream) for _ in range(config.grad_accum)]
+        step_tokens = sum(response_tokens(train[i]) for _, _, global_batch in step_batches for i in global_batch)
+        step_loss, step_tokens_here = 0.0, 0
+        for epoch, position, global_batch in trainer.accumulate(model, step_batches):
+            local = batches.local(global_batch)
+            batch = collate([train[i] for i in local or global_batch[:1]], tokenizer.pad_token_id, trainer.device)
+            with trainer.autocast():
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                use_cache=False).logits
             loss, count = response_loss(logits, batch["labels"])
-            accelerator.backward(loss / config.grad_accum)
-            state.pairs_seen += len(batch["input_ids"])
-            state.tokens_seen += count
-            window.append(loss.item())
-        grad_norm = None
-        if config.max_grad_norm > 0:
-            grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+            loss = loss if local else loss * 0.0  # a stand-in example keeps the processes in step, adds nothing
+            trainer.backward(loss / max(step_tokens, 1))
+            step_loss += loss.item()
+            step_tokens_here += count if local else 0
+            state.examples_seen += len(global_batch)
+            state.epoch, state.batch_in_epoch = epoch, position + 1
+        grad_norm = trainer.optimizer_step("model")
         state.step += 1
         state.train_seconds += time.perf_counter() - started
         started = time.perf_counter()
         progress.update(1)
+        loss_sum, tokens = trainer.sum_over_processes(step_loss, step_tokens_here)
+        state.tokens_seen += int(tokens)
+        window.append(loss_sum / max(step_tokens, 1))
         if state.step % config.log_steps == 0 or state.step == total_steps:
             progress.set_postfix(loss=f"{sum(window) / len(window):.3f}")
-            if accelerator.is_main_process:
-                run.log(state.step, epoch=state.epoch, loss=sum(window) / len(window), grad_norm=grad_norm,
-                        learning_rate=scheduler.get_last_lr()[0])
+            trainer.log(state.step, epoch=state.epoch, loss=sum(window) / len(window), grad_norm=grad_norm,
+                        learning_rate=trainer.learning_rate("model"))
             window = []
         if config.eval_steps and state.step % config.eval_steps == 0 and state.step != total_steps and held_out:
-            model.eval()
-            run.log(state.step, **evaluate(model, held_out, config.eval_batch_size, tokenizer.pad_token_id,
-                                           accelerator))
-            model.train()
+            trainer.log(state.step, **evaluate(model, held_out, config.eval_batch_size, tokenizer.pad_token_id,
+                                               trainer))
         if config.save_steps and state.step % config.save_steps == 0 and state.step != total_steps:
-            save_checkpoint(run, state, accelerator, model, optimizer, scheduler)
+            trainer.save_checkpoint(state)
             started = time.perf_counter()
     progress.close()
 
-    model.eval()
-    final = evaluate(model, held_out, config.eval_batch_size, tokenizer.pad_token_id, accelerator)
+    final = evaluate(model, held_out, config.eval_batch_size, tokenizer.pad_token_id, trainer)
     summary = {**final, "train_examples": len(train), "eval_examples": len(held_out), "steps": state.step,
                "packed": config.packing, **counts, "train_seconds": round(state.train_seconds, 3),
                "response_tokens_per_second": state.tokens_seen / max(state.train_seconds, 1e-9),
-               "model_dir": str(run.path / "model")}
-    if accelerator.is_main_process:
+               "model_dir": str(trainer.run.path / "model")}
+    trainer.save_model("model", trainer.run.path / "model")
+    if trainer.is_main:
         if final:
-            run.log(state.step, **final)
-        accelerator.unwrap_model(model).save_pretrained(run.path / "model")
-        tokenizer.save_pretrained(run.path / "model")
-        run.write_summary(summary)
-    accelerator.wait_for_everyone()
+            trainer.log(state.step, **final)
+        trainer.run.write_summary(summary)
+    trainer.wait()
     return summary
-
-
-def _load_checkpoint(directory, model, optimizer, scheduler) -> TrainState:
-    """Restore what `align.checkpoint.save_checkpoint` wrote (full weights or LoRA adapters)."""
-    import json
-
-    load_trained_weights(model, directory / "model")
-    optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(directory / "scheduler.pt", weights_only=False))
-    _restore_rng(torch.load(directory / "rng.pt", weights_only=False))
-    return TrainState(**json.loads((directory / "trainer_state.json").read_text()))
 
 
 def run(config: Config) -> dict:

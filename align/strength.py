@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +32,10 @@ import torch
 
 from align.config import ConfigError, TrainConfig, doc
 from align.denoise import flag_low_strength
-from align.ensemble import fit_bootstrap_heads, fit_reward_model, score_all_heads, subset
+from align.ensemble import fit_bootstrap_heads, fit_reward_model, remove_checkpoints, subset
 from align.rm import score_pairs
 from align.rm_data import RMData
-from align.runlog import RunDir
+from align.training.rundir import RunDir
 from align.types import PreferencePair
 
 Mode = Literal["in_sample", "out_of_fold", "cheap"]
@@ -170,30 +171,52 @@ def run_ensemble(config, train: RMData, held_out: RMData | None, mode: str, memb
                  seed: int = 0, model_factory=None) -> EnsembleScores:
     """Train an ensemble of `members` on `train` as `mode` says and score every pair (and `held_out`).
 
-    `config` is an `align.rm.Config` (see `member_config`): model and optimisation keys;
+    `config` is an `align.rm.Config` (see `member_config`): model and optimisation keys, and `output_dir`,
+    under which each member trains in `ensembles/<mode>/<member>/` (its metrics, its checkpoints while it
+    trains, then its scores). With `resume=true`, scored members are read back and a member killed
+    mid-training resumes from its checkpoint, so the ensemble ends as an uninterrupted one would.
     `model_factory` as in `align.ensemble.fit_reward_model`.
     """
+    root = Path(config.output_dir) / "ensembles" / mode
+    scored_held_out = held_out is not None and len(held_out) > 0
+
+    def scored(name: str, fit) -> dict:
+        path = root / name / "scores.pt"
+        if config.resume and path.exists():
+            return torch.load(path, weights_only=True)
+        fitted = fit(root / name)
+        scores = {"train": score_pairs(fitted.model, train, config.eval_batch_size, fitted.trainer,
+                                       all_heads=mode == "cheap"),
+                  "seconds": torch.tensor(fitted.seconds)}
+        if scored_held_out:
+            scores["eval"] = score_pairs(fitted.model, held_out, config.eval_batch_size, fitted.trainer,
+                                         all_heads=mode == "cheap")
+        if fitted.trainer.is_main:
+            torch.save(scores, path.with_suffix(".tmp"))
+            os.replace(path.with_suffix(".tmp"), path)
+        remove_checkpoints(fitted)
+        return scores
+
     if mode == "cheap":
-        model, seconds = fit_bootstrap_heads(config, train, members, seed, model_factory)
-        chosen, rejected = (t.T for t in score_all_heads(model, train, config.eval_batch_size))
+        scores = scored("bootstrap-heads", lambda out: fit_bootstrap_heads(config, train, members, seed, out,
+                                                                           model_factory))
+        chosen, rejected = (t.T for t in scores["train"])
         counted = torch.ones_like(chosen, dtype=torch.bool)
-        eval_scores = ([t.T for t in score_all_heads(model, held_out, config.eval_batch_size)]
-                       if held_out is not None and len(held_out) else [None, None])
+        eval_scores = [t.T for t in scores["eval"]] if scored_held_out else [None, None]
+        seconds = float(scores["seconds"])
     else:
         plan, counted = member_plan(mode, len(train), members, folds, seed)
         chosen, rejected = torch.zeros(members, len(train)), torch.zeros(members, len(train))
         eval_chosen, eval_rejected, seconds = [], [], 0.0
         for m, indices in enumerate(plan):
-            model, member_seconds = fit_reward_model(config, subset(train, indices), seed * 1000 + m,
-                                                     desc=f"{mode} member {m + 1}/{members}",
-                                                     model_factory=model_factory)
-            seconds += member_seconds
-            chosen[m], rejected[m] = score_pairs(model, train, config.eval_batch_size)
-            if held_out is not None and len(held_out):
-                member_chosen, member_rejected = score_pairs(model, held_out, config.eval_batch_size)
-                eval_chosen.append(member_chosen)
-                eval_rejected.append(member_rejected)
-            del model
+            scores = scored(f"member-{m}", lambda out, m=m, indices=indices: fit_reward_model(
+                config, subset(train, indices), seed * 1000 + m, out, desc=f"{mode} member {m + 1}/{members}",
+                model_factory=model_factory))
+            seconds += float(scores["seconds"])
+            chosen[m], rejected[m] = scores["train"]
+            if scored_held_out:
+                eval_chosen.append(scores["eval"][0])
+                eval_rejected.append(scores["eval"][1])
         eval_scores = [torch.stack(eval_chosen), torch.stack(eval_rejected)] if eval_chosen else [None, None]
     mean, std = strength_statistics(chosen - rejected, counted)
     return EnsembleScores(mode, chosen, rejected, counted, mean, std, seconds, *eval_scores)
@@ -273,11 +296,15 @@ def compute_strengths(pairs: list[PreferencePair], rm_config, members: int = 8) 
 
 
 def run(config: Config) -> dict:
+    from accelerate import PartialState
+
     from align.rm_data import load_rm_data
     from align.strength_report import compare_estimators, write_strength_report
 
+    main_process = PartialState().is_main_process
     run_dir = RunDir(config.output_dir)
-    run_dir.save_config(config)
+    if main_process:
+        run_dir.save_config(config)
     rm_config = member_config(config)
     data = load_rm_data(rm_config)
     train, held_out = data.train, data.eval
@@ -290,12 +317,13 @@ def run(config: Config) -> dict:
                                         config.seed)
 
     rows = annotated_rows(train.pairs, scores)
-    write_jsonl(run_dir.path / "annotated.jsonl", rows)
-    if len(held_out) and scores.eval_chosen is not None:
-        write_jsonl(run_dir.path / "annotated_eval.jsonl", annotated_rows(held_out.pairs, scores, which="eval"))
     flagged = flag_low_strength(scores.mean, config.flag_threshold, config.flag_quantile)
     cleaned = cleaned_rows(rows, flagged, config.clean_action)
-    write_jsonl(run_dir.path / "cleaned.jsonl", cleaned)
+    if main_process:
+        write_jsonl(run_dir.path / "annotated.jsonl", rows)
+        if len(held_out) and scores.eval_chosen is not None:
+            write_jsonl(run_dir.path / "annotated_eval.jsonl", annotated_rows(held_out.pairs, scores, which="eval"))
+        write_jsonl(run_dir.path / "cleaned.jsonl", cleaned)
 
     summary = {
         "mode": config.mode, "members": config.members, "train_pairs": len(train), "eval_pairs": len(held_out),
@@ -312,10 +340,12 @@ def run(config: Config) -> dict:
     if config.report:
         started = time.perf_counter()
         report, slice_summary = write_strength_report(run_dir, rm_config, train, held_out, scores, others,
-                                                      config.slice_accuracy, summary)
+                                                      config.slice_accuracy, summary, main_process=main_process)
         summary.update(slice_summary)
         summary["report"] = str(report)
         summary["report_seconds"] = round(time.perf_counter() - started, 3)
+    if not main_process:
+        return summary
     run_dir.write_summary(summary)
     print(f"align strength: {len(train)} pairs, {config.members} members ({config.mode}); "
           f"{summary['negative_strength_fraction']:.1%} with negative mean strength; "

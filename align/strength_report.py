@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from align.ensemble import fit_reward_model, subset
+from align.ensemble import fit_reward_model, remove_checkpoints, subset
 from align.report import plot_histogram, summary_table, write_report
 from align.rm import evaluate
 
@@ -38,18 +38,23 @@ def strength_slices(mean: torch.Tensor, slices: int = 10) -> list[list[int]]:
 def slice_accuracies(rm_config, train, held_out, mean: torch.Tensor, slices: int = 10,
                      model_factory=None) -> dict[str, float]:
     """Held-out accuracy of a fresh RM trained on each strength slice (0 = lowest), and on the lowest
-    slice with chosen and rejected swapped."""
+    slice with chosen and rejected swapped. Each trains in `<output_dir>/slices/`."""
+    root = Path(rm_config.output_dir) / "slices"
+
+    def accuracy(data, name: str, desc: str, loss_type: str = "bt") -> float:
+        fitted = fit_reward_model(rm_config, data, rm_config.seed, root / name, desc=desc, loss_type=loss_type,
+                                  model_factory=model_factory)
+        result = evaluate(fitted.model, held_out, rm_config.eval_batch_size, fitted.trainer)["eval_accuracy"]
+        remove_checkpoints(fitted)
+        return result
+
     results = {}
     parts = strength_slices(mean, slices)
     for k, indices in enumerate(parts):
-        model, _ = fit_reward_model(rm_config, subset(train, indices), rm_config.seed, desc=f"slice {k + 1}/{slices}",
-                                    model_factory=model_factory)
-        results[f"slice_{k}_eval_accuracy"] = evaluate(model, held_out, rm_config.eval_batch_size)["eval_accuracy"]
+        results[f"slice_{k}_eval_accuracy"] = accuracy(subset(train, indices), f"slice-{k}", f"slice {k + 1}/{slices}")
     lowest = subset(train, parts[0])
     lowest.flip = torch.ones(len(lowest), dtype=torch.bool)
-    model, _ = fit_reward_model(rm_config, lowest, rm_config.seed, desc="lowest slice flipped",
-                                model_factory=model_factory)
-    results["slice_0_flipped_eval_accuracy"] = evaluate(model, held_out, rm_config.eval_batch_size)["eval_accuracy"]
+    results["slice_0_flipped_eval_accuracy"] = accuracy(lowest, "slice-0-flipped", "lowest slice flipped", "flip")
     return results
 
 
@@ -109,9 +114,15 @@ def groups_table(groups: list[dict[str, float]]) -> str:
 
 
 def write_strength_report(run, rm_config, train, held_out, scores, others: dict, with_slices: bool,
-                          summary: dict, model_factory=None) -> tuple[Path, dict[str, float]]:
-    """Write report.md and its PNGs into the run directory; returns (path, slice accuracies)."""
+                          summary: dict, model_factory=None, main_process: bool = True) -> tuple[Path, dict[str, float]]:
+    """Write report.md and its PNGs into the run directory; returns (path, slice accuracies). Every process
+    trains its share of the slice RMs; only the main process writes."""
     mean, std = scores.mean, scores.std
+    slice_results: dict[str, float] = {}
+    if with_slices and len(held_out) and len(train) >= 10:
+        slice_results = slice_accuracies(rm_config, train, held_out, mean, model_factory=model_factory)
+    if not main_process:
+        return run.path / "report.md", slice_results
     histogram = plot_histogram(mean.tolist(), run.path / "strength_histogram.png",
                                f"mean preference difference ({scores.mode}, {scores.chosen.shape[0]} members)",
                                "mean strength")
@@ -122,9 +133,7 @@ def write_strength_report(run, rm_config, train, held_out, scores, others: dict,
         ("Strength groups", "Pairs sorted by mean strength into 20 equal groups.\n\n" + groups_table(groups),
          plot_groups(groups, run.path / "strength_groups.png")),
     ]
-    slice_results: dict[str, float] = {}
-    if with_slices and len(held_out) and len(train) >= 10:
-        slice_results = slice_accuracies(rm_config, train, held_out, mean, model_factory=model_factory)
+    if slice_results:
         text = ("A fresh RM per 10% slice of the pairs sorted by strength, evaluated on the held-out pairs.\n\n"
                 + summary_table(slice_results))
         sections.append(("Slice accuracy", text, plot_slices(slice_results, run.path / "strength_slices.png")))

@@ -76,3 +76,30 @@ class Domain(Protocol):
     def prompts(self, split: str) -> Iterable[Prompt]: ...
 
     def reward(self, prompts: list[Prompt], completions: list[str], **meta: Any) -> list[RewardOutput]: ...
+
+
+# --------------------------------------------------------------------------- optional domain capabilities
+# The core checks for these with isinstance(); a domain implements the ones it has.
+
+
+@runtime_checkable
+class Curriculum(Protocol):
+    """A domain whose training prompts change with what the policy achieves (e.g. CCCS in `code`).
+
+    The PPO trainer shows it every process's scored batch, so all processes agree on the stage, saves its
+    state with each checkpoint and logs `log()` with each step."""
+
+    def observe(self, prompts: list[Prompt], outputs: list[RewardOutput]) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def log(self) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class Placeable(Protocol):
+    """A domain whose reward runs a model: the trainer tells it the device and dtype to use (the policy's)."""
+
+    def place(self, device: Any, dtype: Any) -> None: ...

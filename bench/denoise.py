@@ -209,8 +209,9 @@ def train_with_loss(config, pairs, strength, method, seed, held_out, tokenizer, 
     data = tokenize(pairs, tokenizer, config)
     if method != "bt":
         data.apply_plan(plan_denoising(LossConfig(type=method), strength, torch.full((len(pairs),), float("nan"))))
-    model, _ = fit_reward_model(config, data, seed, desc=method, model_factory=factory)
-    return accuracy_of(model, held_out, config)
+    fitted = fit_reward_model(config, data, seed, Path(config.output_dir) / "fits" / method, desc=method,
+                              loss_type=method, model_factory=factory)
+    return accuracy_of(fitted.model, held_out, config)
 
 
 # --------------------------------------------------------------------------- one run
@@ -324,13 +325,13 @@ def main() -> int:
     from align.data import load_preferences, split_train_eval
     from align.models import load_tokenizer
     from align.rm import Config
-    from align.runlog import RunDir
     from align.strength_report import write_strength_report
+    from align.training.rundir import RunDir
 
     config = Config(model=args.model, max_length=args.max_length, batch_size=args.batch_size,
                     learning_rate=args.learning_rate, epochs=args.epochs, precision=args.precision,
-                    eval_batch_size=64, progress=True,
-                    report=False)
+                    eval_batch_size=64, progress=True, report=False,
+                    output_dir=str(ROOT / "runs" / "bench-denoise"))  # members' and fits' run directories
     tokenizer = load_tokenizer(args.model)
     splits = {}
     if "controlled" in args.datasets:

@@ -57,7 +57,7 @@ def run_trl(train_pairs, tokenizer, args, output_dir: Path) -> dict:
 
     from align.data import encode_pair
     from align.models import resolve_model_path
-    from align.training import mixed_precision
+    from align.training.precision import mixed_precision
 
     rows = []
     for pair in train_pairs:

@@ -137,7 +137,14 @@ def test_domain_prompts_reward_and_curriculum():
     # one-line easy solutions have no cut point: the "prefix" is empty and the reference is the whole body
     outputs = domain.reward(train[:2], [canonical[p.id] for p in train[:2]])
     assert [o.reward for o in outputs] == [1.0, 1.0]
+    assert domain.curriculum.stage == 0  # scoring alone (evaluation, shims) never moves the curriculum
+    domain.observe(train[:2], outputs)   # the trainer shows it the training batch of every process
     assert domain.curriculum.stage == 1 and domain.curriculum.events[-1]["pass_rate"] == 1.0
+    assert domain.log()["cccs_stage"] == 1
+    restored = CodeDomain(tasks="easy", prompt_style="completion", cccs=True, cccs_fractions=[0.5, 0.0],
+                          cccs_window=2, cccs_threshold=1.0)
+    restored.load_state_dict(domain.state_dict())  # what a PPO checkpoint keeps
+    assert restored.curriculum.stage == 1
     assert next(iter(domain.prompts("train"))).meta["cccs_fraction"] == 0.0
     with pytest.raises(ValueError, match="python -m domains.code.pairs"):
         domain.preferences("train")

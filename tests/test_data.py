@@ -9,7 +9,6 @@ import torch
 from align.data import (
     DataError,
     EncodedPair,
-    PairBatcher,
     collate_pairs,
     encode_pair,
     load_preferences,
@@ -19,6 +18,7 @@ from align.data import (
     split_train_eval,
 )
 from align.models import load_tokenizer
+from align.training import PairBatcher
 from align.types import PreferencePair
 
 NATIVE = [

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from align.config import ConfigError, load_config
-from align.lora import LoraOptions
 from align.ppo import Config, train_ppo
+from align.training.lora import LoraOptions
 from align.types import Prompt, RewardOutput
 
 

@@ -1,4 +1,4 @@
-"""align.ppo_losses against values computed by hand (the arithmetic is in the comments)."""
+"""align.ppo.losses against values computed by hand (the arithmetic is in the comments)."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from align.ppo_losses import (
+from align.ppo.losses import (
     AdaptiveKLController,
     RunningMoments,
     entropy_from_logits,

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from align.generation import Generation
+from align.models.value import ValueModel
+from align.ppo.losses import logprobs_from_logits
+from align.ppo.rollout import collate, completion_offsets, policy_mask, response_logprobs, response_values
 from align.ppo_demo import compare_pass_at_1, mcnemar_exact, wilson_interval
-from align.ppo_losses import logprobs_from_logits
-from align.ppo_rollout import collate, completion_offsets, policy_mask, response_logprobs, response_values
-from align.value_model import ValueModel
 
 
 @pytest.fixture(scope="module")

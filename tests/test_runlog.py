@@ -1,6 +1,6 @@
 import json
 
-from align.runlog import RunDir
+from align.training.rundir import RunDir
 
 
 def test_metrics_summary_and_truncation(tmp_path):

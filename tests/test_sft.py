@@ -114,7 +114,7 @@ def test_resume_from_a_mid_run_checkpoint_matches_an_uninterrupted_run(tmp_path)
 
 
 def test_lora_trains_only_adapters(tmp_path):
-    from align.lora import LoraOptions
+    from align.training.lora import LoraOptions
 
     summary = train_sft(sft_config(tmp_path, max_steps=2, lora=LoraOptions(enabled=True, r=4, alpha=8)))
     assert (tmp_path / "sft" / "model" / "adapter_model.safetensors").exists()

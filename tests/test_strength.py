@@ -11,6 +11,7 @@ from align.config import ConfigError, load_config
 from align.data import load_preferences
 from align.denoise import flag_low_strength
 from align.ensemble import bootstrap_heads_loss, bootstrap_weights
+from align.rm import Step
 from align.strength import (
     STRENGTH_FIELDS,
     Config,
@@ -109,16 +110,27 @@ def test_groups_and_slices_cut_sorted_pairs_evenly():
 def test_bootstrap_heads_loss_by_hand():
     weights = torch.tensor([[2.0, 0.0], [1.0, 1.0]])  # head 0 sees pair 0 twice, head 1 only pair 1
 
+    chosen = {0: [1.0, 0.0], 1: [0.0, 2.0]}  # pair -> reward of each head (rejected rewards are 0)
+
     class Fixed(torch.nn.Module):
         def forward(self, input_ids, attention_mask):
-            rewards = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0], [0.0, 0.0]])  # chosen rows, then rejected
-            return type("Out", (), {"rewards": rewards})()
+            rows = [chosen[i] for i in input_ids.tolist()]
+            return type("Out", (), {"rewards": torch.tensor(rows + [[0.0, 0.0]] * len(rows))})()
 
-    loss = bootstrap_heads_loss(weights)(Fixed(), {"input_ids": None, "attention_mask": None}, [0, 1])
+    def batch(indices):
+        return {"input_ids": torch.tensor(indices), "attention_mask": None, "index": torch.tensor(indices),
+                "weight": torch.ones(len(indices))}
+
+    loss_fn = bootstrap_heads_loss(weights)
+    step = Step(pairs=2, indices=[0, 1], share=1.0)
+    loss, _ = loss_fn(Fixed(), batch([0, 1]), step)
     bt = lambda d: losses.bradley_terry_loss(torch.tensor([d]), torch.tensor([0.0])).item()
     head0 = (2 * bt(1.0) + 1 * bt(0.0)) / 3
     head1 = (0 * bt(0.0) + 1 * bt(2.0)) / 1
     assert loss.item() == pytest.approx((head0 + head1) / 2, rel=1e-6)
+    # the step cut into two micro-batches (or two processes) contributes the same loss in two shares
+    halves = [loss_fn(Fixed(), batch([i]), Step(2, [0, 1], 0.5))[0].item() for i in (0, 1)]
+    assert sum(halves) == pytest.approx(loss.item(), rel=1e-6)
     weights = bootstrap_weights(1000, 3, seed=0)
     assert weights.shape == (1000, 3) and abs(weights.mean().item() - 1.0) < 0.1
     assert torch.equal(weights, bootstrap_weights(1000, 3, seed=0))

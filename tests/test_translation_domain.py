@@ -226,7 +226,7 @@ def test_reward_model_conditioned_on_the_reference(data_dir, tmp_path):
 
 def test_configs_load():
     from align.config import load_config
-    from align.ppo_config import Config as PPOConfig
+    from align.ppo.config import Config as PPOConfig
     from align.rm import Config as RMConfig
 
     root = Path(__file__).resolve().parents[1] / "configs" / "translation"

@@ -98,3 +98,29 @@ def load_causal_lm(name_or_path: str, dtype: torch.dtype = torch.float32):
     if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = model.config.pad_token_id
     return model
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute activations in the backward pass, for every transformers model inside `model` (a peft or
+    reward/value wrapper included). Non-reentrant checkpointing, so frozen inputs (a LoRA base) need no
+    `requires_grad` trick. It acts in train mode only, as transformers implements it."""
+    found = False
+    for module in model.modules():
+        if hasattr(module, "gradient_checkpointing_enable") and getattr(module, "supports_gradient_checkpointing",
+                                                                        False):
+            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            found = True
+            break  # the outermost transformers model enables it for its layers
+    if not found:
+        raise ValueError(f"gradient_checkpointing: {type(model).__name__} has no transformers model that supports it")
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Dropout off everywhere in `model` (modules and LLaMA-style attention dropout), so train mode (needed by
+    gradient checkpointing) computes exactly what eval mode does. PPO needs this: the probability ratio of two
+    passes over the same tokens must be 1 before any update."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0

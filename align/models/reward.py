@@ -40,8 +40,10 @@ class RewardModelOutput:
 
 def final_linear_head(model: nn.Module) -> nn.Linear:
     """The last linear layer of a sequence-classification model (`score` for LLaMA-like decoders,
-    `classifier` for BERT, `classifier.out_proj` for RoBERTa)."""
-    head = getattr(model, "score", None) or getattr(model, "classifier", None)
+    `classifier` for BERT, `classifier.out_proj` for RoBERTa; under LoRA, the trained copy peft keeps)."""
+    head = getattr(model, "score", None)
+    if head is None:
+        head = getattr(model, "classifier", None)
     if isinstance(head, nn.Linear):
         return head
     linears = [m for m in head.modules() if isinstance(m, nn.Linear)] if isinstance(head, nn.Module) else []
@@ -81,7 +83,7 @@ class RewardModel(nn.Module):
         model.config.label2id = {name: i for i, name in enumerate(self.head_names)}
         model.config.problem_type = "regression"
         self._captured: torch.Tensor | None = None
-        final_linear_head(model).register_forward_pre_hook(self._capture_features)
+        self._hook = final_linear_head(model).register_forward_pre_hook(self._capture_features)
 
     def _capture_features(self, module, args):
         self._captured = args[0]
@@ -124,15 +126,44 @@ class RewardModel(nn.Module):
             if isinstance(getattr(self.model.config, field, None), float):
                 setattr(self.model.config, field, p)
 
-    def save_pretrained(self, directory) -> None:
-        """HF model files + tokenizer + `align_reward_model.json` into `directory`."""
+    def add_lora(self, options) -> None:
+        """Train low-rank adapters on the backbone instead of its weights; the reward head trains in full
+        (peft's sequence-classification task saves it with the adapters)."""
+        from align.training.lora import add_lora
+
+        self._hook.remove()
+        self.model = add_lora(self.model, options, task_type="SEQ_CLS")
+        self._hook = final_linear_head(self.model).register_forward_pre_hook(self._capture_features)
+
+    def merge_lora(self) -> None:
+        """Fold trained adapters into the weights: the model saves as a plain sequence-classification
+        checkpoint again."""
+        from align.training.lora import is_lora
+
+        if is_lora(self.model):
+            self._hook.remove()
+            self.model = self.model.merge_and_unload()
+            self._hook = final_linear_head(self.model).register_forward_pre_hook(self._capture_features)
+
+    def save_pretrained(self, directory, state_dict: dict | None = None) -> None:
+        """HF model files (adapters alone under LoRA) + tokenizer + `align_reward_model.json` into `directory`.
+        `state_dict` (keys as in this module) replaces the live weights, for models gathered from shards."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(directory, safe_serialization=True)
+        if state_dict is not None:
+            state_dict = {k.removeprefix("model."): v for k, v in state_dict.items()}
+        self.model.save_pretrained(directory, safe_serialization=True,
+                                   **({"state_dict": state_dict} if state_dict is not None else {}))
         self.tokenizer.save_pretrained(directory)
         metadata = {"head_names": self.head_names, "pooling": self.pooling, "backbone": self.backbone,
                     "num_heads": self.num_heads, "hidden_size": self.hidden_size}
         (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+
+    def load_weights(self, directory) -> None:
+        """Load what `save_pretrained` wrote (full weights or adapters) into this live model."""
+        from align.training.lora import load_trained_weights
+
+        load_trained_weights(self.model, Path(directory))
 
     @classmethod
     def from_pretrained(cls, directory, dtype: torch.dtype = torch.float32) -> RewardModel:

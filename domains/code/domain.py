@@ -149,12 +149,27 @@ class CodeDomain:
         the sandbox failed on get reward None (dropped by the trainer, counted here)."""
         outputs = code_rewards(prompts, completions, self.settings, meta.get("completion_offsets"))
         self.dropped_sandbox_errors += sum(1 for o in outputs if o.reward is None)
-        if self.curriculum is not None:
-            staged = [o.parts.get("status") == "passed" for p, o in zip(prompts, outputs)
-                      if p.meta.get("cccs_fraction") is not None and o.reward is not None]
-            if staged and self.curriculum.record(staged):
-                log.info("CCCS: stage %d (prefix fraction %.2f)", self.curriculum.stage, self.curriculum.fraction)
         return outputs
+
+    # ---------------------------------------------------------------- curriculum (align.types.Curriculum)
+    def observe(self, prompts: list[Prompt], outputs: list[RewardOutput]) -> None:
+        """CCCS: the trainer shows every process's scored training batch; passes move the stage."""
+        if self.curriculum is None:
+            return
+        staged = [o.parts.get("status") == "passed" for p, o in zip(prompts, outputs)
+                  if p.meta.get("cccs_fraction") is not None and o.reward is not None]
+        if staged and self.curriculum.record(staged):
+            log.info("CCCS: stage %d (prefix fraction %.2f)", self.curriculum.stage, self.curriculum.fraction)
+
+    def state_dict(self) -> dict:
+        return self.curriculum.state_dict() if self.curriculum is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.curriculum is not None and state:
+            self.curriculum.load_state_dict(state)
+
+    def log(self) -> dict[str, float]:
+        return self.curriculum.log() if self.curriculum is not None else {}
 
     def demo(self, output_dir: Any) -> dict:
         """The `make demo` stage: SmolLM2 on held-out easy tasks and HumanEval CCCS subtasks, rewards, pass@1."""

@@ -20,7 +20,7 @@ def demo_stage(output_dir, model: str = "minilm", train_pairs: int = 160, eval_p
     """Train and evaluate a small translation RM under `output_dir`; returns the flat summary."""
     from align.report import summary_table, write_report
     from align.rm import Config, train_reward_model
-    from align.runlog import RunDir
+    from align.training.rundir import RunDir
     from domains.translation.domain import TranslationDomain
 
     output_dir = Path(output_dir)

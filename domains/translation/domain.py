@@ -97,6 +97,7 @@ class TranslationDomain:
         self._skipped: dict[str, Counter] = {}  # per data source, so reading a split twice counts once
         self._scores: list[mqm.SegmentScore] | None = None
         self._reward_model = None
+        self._device, self._dtype = None, None  # where the reward model scores (`place`); default CPU, fp32
         self._head_stats: HeadStats | None = None
         self._comet = None
 
@@ -194,13 +195,23 @@ class TranslationDomain:
         return [{"prompt": p.prompt, "response": p.reference} for p in self.prompts(split)]
 
     # ------------------------------------------------------------------ reward
+    def place(self, device, dtype) -> None:
+        """Score on `device` in `dtype` (the trainer passes the policy's device and its frozen-weight dtype)."""
+        self._device, self._dtype = device, dtype
+        if self._reward_model is not None:
+            self._reward_model.to(device=device, dtype=dtype)
+
     @property
     def reward_model(self):
         if self._reward_model is None and self.reward_model_path:
+            import torch
+
             from align.models import RewardModel
 
-            self._reward_model = RewardModel.from_pretrained(self.reward_model_path)
+            self._reward_model = RewardModel.from_pretrained(self.reward_model_path, dtype=self._dtype or torch.float32)
             self._reward_model.eval()
+            if self._device is not None:
+                self._reward_model.to(self._device)
         return self._reward_model
 
     def rm_prompt(self, source: str, reference: str | None) -> str:

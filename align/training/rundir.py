@@ -83,12 +83,21 @@ class RunDir:
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self, step: int, write: Callable[[Path], None]) -> Path:
         """Call `write(tmp_dir)` to fill a checkpoint, then rename it to `checkpoints/step-N` atomically."""
+        tmp = self.begin_checkpoint(step)
+        write(tmp)
+        return self.commit_checkpoint(tmp, step)
+
+    def begin_checkpoint(self, step: int) -> Path:
+        """An empty temporary directory for the checkpoint of `step` (the same path in every process)."""
         self.checkpoint_root.mkdir(parents=True, exist_ok=True)
-        final = self.checkpoint_root / f"{CHECKPOINT_PREFIX}{step}"
-        tmp = self.checkpoint_root / f".tmp-{CHECKPOINT_PREFIX}{step}-{os.getpid()}"
+        tmp = self.checkpoint_root / f".tmp-{CHECKPOINT_PREFIX}{step}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        write(tmp)
+        return tmp
+
+    def commit_checkpoint(self, tmp: Path, step: int) -> Path:
+        """Rename a filled temporary directory to `checkpoints/step-N`, then drop old checkpoints."""
+        final = self.checkpoint_root / f"{CHECKPOINT_PREFIX}{step}"
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -107,12 +116,8 @@ class RunDir:
         return found[-1] if found else None
 
     def _prune(self) -> None:
-        for stale in self.checkpoint_root.glob(".tmp-*"):
-            if not stale.name.endswith(f"-{os.getpid()}"):
-                shutil.rmtree(stale, ignore_errors=True)
+        for stale in self.checkpoint_root.glob(".tmp-*"):  # left by a killed run
+            shutil.rmtree(stale, ignore_errors=True)
         for old in self.checkpoints()[: -self.keep_checkpoints or None]:
             shutil.rmtree(old, ignore_errors=True)
 
-
-def checkpoint_step(path: Path) -> int:
-    return int(path.name[len(CHECKPOINT_PREFIX):])

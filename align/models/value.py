@@ -62,12 +62,28 @@ class ValueModel(nn.Module):
 
     # ------------------------------------------------------------------ saving
 
-    def save_pretrained(self, directory: str | Path) -> None:
+    def save_pretrained(self, directory: str | Path, state_dict: dict | None = None) -> None:
+        """backbone/ (Hugging Face / peft format), the head and its size; `state_dict` (keys as in this module)
+        replaces the live weights, for models gathered from shards."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(directory / "backbone")
-        torch.save(self.head.state_dict(), directory / HEAD_FILE)
+        backbone_state = None
+        head_state = self.head.state_dict()
+        if state_dict is not None:
+            backbone_state = {k.removeprefix("backbone."): v for k, v in state_dict.items() if k.startswith("backbone.")}
+            head_state = {k.removeprefix("head."): v for k, v in state_dict.items() if k.startswith("head.")}
+        self.backbone.save_pretrained(directory / "backbone",
+                                      **({"state_dict": backbone_state} if backbone_state is not None else {}))
+        torch.save(head_state, directory / HEAD_FILE)
         (directory / "value_model.json").write_text(json.dumps({"hidden_size": self.head.in_features}))
+
+    def load_weights(self, directory: str | Path) -> None:
+        """Load what `save_pretrained` wrote (full backbone or its adapters, and the head) into this live model."""
+        from align.training.lora import load_trained_weights
+
+        directory = Path(directory)
+        load_trained_weights(self.backbone, directory / "backbone")
+        self.head.load_state_dict(torch.load(directory / HEAD_FILE, weights_only=True))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, dtype: torch.dtype | None = None) -> ValueModel:

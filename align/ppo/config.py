@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from align.config import ConfigError, TrainConfig, check_path, doc, nested
-from align.lora import LoraOptions
+from align.training.lora import LoraOptions
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 
 from align.data import render_prompt, response_separator
 from align.generation import Generation
-from align.ppo_losses import entropy_from_logits, logprobs_from_logits
+from align.ppo.losses import entropy_from_logits, logprobs_from_logits
 from align.types import Prompt, RewardOutput
 
 # --------------------------------------------------------------------------- layout
@@ -105,6 +105,8 @@ class Scores:
     dropped: Counter = field(default_factory=Counter)
     details: list[dict] = field(default_factory=list)
     """The domain reward's own `parts` per sample (empty without a domain reward)."""
+    outputs: list[RewardOutput] = field(default_factory=list)
+    """The domain reward's outputs (empty without a domain reward), for a curriculum to observe."""
 
 
 RewardFunction = Callable[..., list[RewardOutput]]
@@ -165,6 +167,7 @@ class RewardSources:
                         scores.token_masks[i] = list(output.token_mask)
             scores.parts.update(_numeric_parts(outputs))
             scores.details = [dict(o.parts) for o in outputs]
+            scores.outputs = list(outputs)
         return scores
 
 

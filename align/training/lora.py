@@ -40,13 +40,6 @@ def add_lora(model, options: LoraOptions, task_type: str = "CAUSAL_LM"):
     return get_peft_model(model, config)
 
 
-def load_lora(model, adapter_dir, trainable: bool = True):
-    """Attach adapters saved by `save_pretrained` to `model` (the same base model they were trained on)."""
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
-
-
 def is_lora(model) -> bool:
     from peft import PeftModel
 

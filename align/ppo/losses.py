@@ -38,12 +38,13 @@ def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) 
     return var
 
 
-def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True,
-                  eps: float = 1e-8) -> torch.Tensor:
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8,
+                  moments: tuple[float, float] | None = None) -> torch.Tensor:
     """(x - mean) / std over the masked entries; with shift_mean=False only rescales, keeping the mean.
+    `moments` (mean, variance) computed elsewhere (over every process's entries) replace the local ones.
     Padded entries come back as 0."""
-    mean, var = masked_mean(values, mask), masked_var(values, mask)
-    whitened = (values - mean) * torch.rsqrt(var + eps)
+    mean, var = moments if moments is not None else (masked_mean(values, mask), masked_var(values, mask))
+    whitened = (values - mean) * torch.rsqrt(torch.as_tensor(var, dtype=values.dtype) + eps)
     if not shift_mean:
         whitened = whitened + mean
     return whitened * mask.to(values.dtype)
@@ -199,16 +200,26 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
 # --------------------------------------------------------------------------- losses
 
 
+def token_mean(values: torch.Tensor, mask: torch.Tensor, num_tokens: float | None = None) -> torch.Tensor:
+    """sum(values * mask) / num_tokens: the mean over the masked tokens, or with `num_tokens` (the tokens of
+    a whole minibatch over every process) this batch's share of that mean."""
+    if num_tokens is None:
+        return masked_mean(values, mask)
+    return (values * mask.to(values.dtype)).sum() / max(num_tokens, 1.0)
+
+
 def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                mask: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, dict[str, float]]:
+                mask: torch.Tensor, clip_range: float, num_tokens: float | None = None
+                ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped surrogate objective (Schulman et al. 2017), as a loss to minimise:
-    L = mean_t max(-A_t * rho_t, -A_t * clip(rho_t, 1 - eps, 1 + eps)),  rho_t = exp(logp_t - logp_old_t).
-    Returns the loss and stats: clip fraction and approximate KL(old || new) = mean((rho - 1) - log rho)."""
+    L = mean_t max(-A_t * rho_t, -A_t * clip(rho_t, 1 - eps, 1 + eps)),  rho_t = exp(logp_t - logp_old_t),
+    the mean over the minibatch's tokens (`token_mean`). Returns the loss and stats: clip fraction and
+    approximate KL(old || new) = mean((rho - 1) - log rho) over this batch's tokens."""
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    loss = token_mean(torch.maximum(unclipped, clipped), mask, num_tokens)
     with torch.no_grad():
         stats = {"policy_clipfrac": masked_mean((clipped > unclipped).float(), mask).item(),
                  "approx_kl": masked_mean(torch.expm1(log_ratio) - log_ratio, mask).item()}
@@ -216,17 +227,17 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
 
 
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-               clip_range: float | None) -> tuple[torch.Tensor, dict[str, float]]:
+               clip_range: float | None, num_tokens: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped value loss (PPO-max, following OpenAI baselines):
-    L = 0.5 * mean_t max((V_t - R_t)^2, (clip(V_t, V_old - eps, V_old + eps) - R_t)^2).
-    `clip_range` None or 0 gives the plain squared error."""
+    L = 0.5 * mean_t max((V_t - R_t)^2, (clip(V_t, V_old - eps, V_old + eps) - R_t)^2), the mean over the
+    minibatch's tokens (`token_mean`). `clip_range` None or 0 gives the plain squared error."""
     unclipped = (values - returns) ** 2
     if clip_range:
         clipped_values = old_values + (values - old_values).clamp(-clip_range, clip_range)
         clipped = (clipped_values - returns) ** 2
-        loss = 0.5 * masked_mean(torch.maximum(unclipped, clipped), mask)
+        loss = 0.5 * token_mean(torch.maximum(unclipped, clipped), mask, num_tokens)
         clipfrac = masked_mean((clipped > unclipped).float(), mask).item()
     else:
-        loss = 0.5 * masked_mean(unclipped, mask)
+        loss = 0.5 * token_mean(unclipped, mask, num_tokens)
         clipfrac = 0.0
     return loss, {"value_clipfrac": clipfrac}

@@ -1,13 +1,11 @@
 """Where PPO's prompts come from, how each is turned into text, and the PPO-ptx texts."""
 from __future__ import annotations
 
-import math
-import random
 from typing import Any
 
 from align.generation import format_prompt
-from align.ppo_config import Config
-from align.ppo_models import PPOState
+from align.ppo.config import Config
+from align.training import epoch_stream
 from align.types import Prompt
 
 
@@ -44,20 +42,18 @@ def domain_from(config: Config):
     return get_domain(config.domain, **config.domain_options)
 
 
-def prompt_batch(source: Any, state: PPOState, size: int, seed: int, rank: int = 0,
-                 world: int = 1) -> list[Prompt]:
-    """The next `size` prompts of this process; the order is a shuffle fixed by (seed, epoch)."""
+def prompt_batch(source: Any, state, size: int, seed: int, rank: int = 0, world: int = 1) -> list[Prompt]:
+    """This process's share of the next global batch of `size × world` prompts. Every prompt comes once per
+    epoch (a batch may span two epochs; fewer prompts than a batch repeat), in a shuffle fixed by
+    (seed, epoch); the position is `state.epoch` / `state.batch_in_epoch` (a prompt index). The source is
+    re-read each time: a curriculum's prompts change with its stage."""
     prompts = source if isinstance(source, list) else list(source)
-    per_epoch = max(1, len(prompts) // (size * world))
-    if state.position >= per_epoch:
-        state.epoch, state.position = state.epoch + 1, 0
-    order = list(range(len(prompts)))
-    random.Random(f"{seed}:{state.epoch}").shuffle(order)
-    if len(order) < size * world:  # fewer prompts than a batch: repeat them
-        order = (order * math.ceil(size * world / len(order)))[:size * world]
-    start = state.position * size * world
-    state.position += 1
-    return [prompts[i] for i in order[start + rank:start + size * world:world]]
+    stream = epoch_stream(len(prompts), seed, state.epoch, state.batch_in_epoch)
+    chosen = []
+    for _ in range(size * world):
+        state.epoch, state.batch_in_epoch, item = next(stream)
+        chosen.append(item)
+    return [prompts[i] for i in chosen[rank::world]]
 
 
 def prompt_text(tokenizer, prompt: Prompt, prompt_format: str) -> str:

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from align.report import plot_curves, summary_table, write_report
-from align.runlog import RunDir
+from align.training.rundir import RunDir
 
 CURVES = {
     "reward.png": ("reward and KL", ["reward", "reward_normalized", "kl", "kl_coef"]),

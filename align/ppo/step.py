@@ -1,0 +1,223 @@
+"""One PPO-max step (Zheng et al. 2023), as `ppo_step` reads top to bottom:
+  1. rollout     sample completions for this process's prompts (KV cache, no gradients);
+  2. score       reward model and/or domain reward -> one score per sample; a sample without a reward
+                 stays in the batch with weight 0 (counted, never a penalty), so every process keeps the
+                 same rows and takes the same optimizer steps;
+  3. evaluate    old log-probs (+ entropy), reference log-probs and old values, without gradients;
+  4. advantages  normalise+clip scores (running moments over every process), subtract the token-level
+                 KL penalty, GAE;
+  5. update      `ppo_epochs` passes over minibatches (the last one may be smaller; no row is dropped):
+                 clipped value loss -> critic step, clipped policy loss on advantages whitened over the
+                 minibatch's tokens on every process (+ PPO-ptx) -> policy step. Losses are means over the
+                 minibatch's tokens on every process, so N processes with batch B/N take the steps of one
+                 process with batch B.
+The pure pieces live in `align.ppo.losses`, tensors and rewards in `align.ppo.rollout`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import torch
+
+from align.generation import generate
+from align.ppo import losses as L
+from align.ppo.config import Config
+from align.ppo.data import prompt_text
+from align.ppo.models import Models, reference_mode
+from align.ppo.rollout import (
+    Batch,
+    RewardSources,
+    collate,
+    mean_parts,
+    policy_mask,
+    response_logprobs,
+    response_values,
+)
+from align.training import Trainer, TrainState
+from align.types import Prompt
+
+
+@dataclasses.dataclass
+class PPOState(TrainState):
+    """Where a PPO run is (`epoch` / `batch_in_epoch`: the prompt stream's position)."""
+
+    ptx_position: int = 0
+    samples: int = 0
+    dropped: dict = dataclasses.field(default_factory=dict)
+    generated_tokens: int = 0
+    generation_seconds: float = 0.0
+
+
+class PPOStopped(RuntimeError):
+    """Training diverged (non-finite KL or loss, or KL over the ceiling)."""
+
+
+def rollout(models: Models, config: Config, prompts: list[Prompt]):
+    """Step 1: sample one completion per prompt (stop strings: `config.stop` plus each prompt's `meta['stop']`)."""
+    texts = [prompt_text(models.tokenizer, p, config.prompt_format) for p in prompts]
+    return generate(models.policy, models.tokenizer, texts, max_new_tokens=config.max_new_tokens,
+                    temperature=config.temperature, top_p=config.top_p, stop=config.stop,
+                    batch_size=config.generation_batch_size, max_prompt_length=config.max_prompt_length,
+                    prompt_stops=[list(p.meta.get("stop") or []) for p in prompts])
+
+
+@torch.no_grad()
+def evaluate_experience(models: Models, policy, critic, batch: Batch, trainer: Trainer):
+    """Step 3: old log-probs and entropy (policy), reference log-probs, old values."""
+    with trainer.autocast():
+        old_logprobs, entropy = response_logprobs(policy, batch, with_entropy=True)
+        with reference_mode(models) as reference:
+            ref_logprobs = response_logprobs(reference, batch)
+        old_values = response_values(critic, batch)
+    return old_logprobs, entropy, ref_logprobs, old_values
+
+
+def ppo_step(models: Models, policy, critic, trainer: Trainer, config: Config, state: PPOState,
+             rewards: RewardSources, moments: L.RunningMoments, kl_control: L.AdaptiveKLController,
+             prompts: list[Prompt], ptx_texts: list[str], curriculum=None) -> dict[str, float]:
+    device = trainer.device
+    # 1. rollout
+    started = time.perf_counter()
+    generations = rollout(models, config, prompts)
+    generation_seconds = time.perf_counter() - started
+    generated_tokens = sum(len(g.completion_ids) for g in generations)
+    state.generation_seconds += generation_seconds
+    state.generated_tokens += int(trainer.sum_over_processes(generated_tokens)[0])
+
+    # 2. score
+    scores = rewards(prompts, generations, models.tokenizer)
+    kept = torch.isfinite(scores.total)
+    for counts in trainer.gather_objects([dict(scores.dropped)]):
+        for reason, count in counts.items():
+            state.dropped[reason] = state.dropped.get(reason, 0) + count
+    if curriculum is not None and scores.outputs:
+        everything = trainer.gather_objects(list(zip(prompts, scores.outputs)))
+        curriculum.observe([p for p, _ in everything], [o for _, o in everything])
+    all_scores = trainer.gather(scores.total.to(device=device, dtype=torch.float32))  # NaN where dropped
+    all_kept = torch.isfinite(all_scores)
+    keep = [i for i in range(len(generations)) if kept[i]]
+    stats = {"reward": float(all_scores[all_kept].mean()) if all_kept.any() else float("nan"),
+             **mean_parts(scores.parts, keep), "dropped": int((~all_kept).sum()),
+             "response_length": generated_tokens / len(generations), "generation_seconds": generation_seconds,
+             **(curriculum.log() if curriculum is not None else {})}
+    state.samples += int(all_kept.sum())
+    if not all_kept.any():
+        return stats
+    batch = collate([g.prompt_ids for g in generations], [g.completion_ids for g in generations],
+                    models.tokenizer.pad_token_id).to(device)
+    weight = kept.to(device=device, dtype=batch.response_mask.dtype).unsqueeze(1)
+    mask = batch.response_mask * weight
+    loss_mask = policy_mask(batch, scores.token_masks).to(device) * weight
+
+    # 3. evaluate the experience
+    old_logprobs, entropy, ref_logprobs, old_values = evaluate_experience(models, policy, critic, batch, trainer)
+
+    # 4. rewards and advantages
+    score = torch.nan_to_num(scores.total.to(device=device, dtype=torch.float32), nan=0.0)
+    if config.reward_norm:
+        moments.update(all_scores[all_kept])  # running statistics over every process
+        score = L.normalize_rewards(score, moments.mean, moments.std, config.reward_clip)
+    score = score * weight.squeeze(1)
+    kl = L.kl_estimate(old_logprobs, ref_logprobs, config.kl_estimator) * mask
+    token_rewards = L.token_rewards(score, kl, kl_control.value, mask)
+    advantages, returns = L.gae(token_rewards, old_values, mask, config.gamma, config.lam)
+    sequence_kl = trainer.gather(kl.sum(dim=1))[all_kept]
+    mean_kl = sequence_kl.mean().item()
+    stats.update(kl=mean_kl, kl_per_token=L.masked_mean(kl, mask).item(), kl_coef=kl_control.value,
+                 entropy=L.masked_mean(entropy, mask).item(), reward_normalized=score[kept.to(device)].mean().item()
+                 if kept.any() else float("nan"),
+                 values=L.masked_mean(old_values, mask).item(), returns=L.masked_mean(returns, mask).item(),
+                 explained_variance=L.explained_variance(old_values, returns, mask),
+                 fgo_token_share=(loss_mask.sum() / mask.sum().clamp(min=1)).item())
+    if not math.isfinite(mean_kl) or (config.kl_ceiling and mean_kl > config.kl_ceiling):
+        raise PPOStopped(f"KL to the reference is {mean_kl:.3g} nats per sequence (ceiling kl_ceiling="
+                         f"{config.kl_ceiling}); lower learning_rate or raise kl_coef")
+
+    # 5. update
+    update_policy = state.step >= config.critic_warmup_steps
+    stats.update(update(policy, critic, trainer, config, batch, mask, loss_mask, old_logprobs, old_values,
+                        advantages, returns, update_policy, ptx_texts, state, models))
+    kl_control.update(mean_kl, len(sequence_kl))
+    return stats
+
+
+def update(policy, critic, trainer: Trainer, config: Config, batch: Batch, mask, loss_mask, old_logprobs,
+           old_values, advantages, returns, update_policy: bool, ptx_texts, state: PPOState, models) -> dict:
+    """Step 5: `ppo_epochs` passes over shuffled minibatches of `batch_size × grad_accum` rows; each minibatch
+    is one critic step and (after the critic warm-up) one policy step, accumulated over micro-batches of
+    `batch_size` rows."""
+    rows = batch.input_ids.shape[0]
+    minibatch = config.batch_size * config.grad_accum
+    logs: dict[str, list[float]] = {}
+    for _ in range(config.ppo_epochs):
+        order = torch.randperm(rows).to(batch.input_ids.device)
+        for start in range(0, rows, minibatch):
+            index = order[start:start + minibatch]
+            micro_batches = [index[i:i + config.batch_size] for i in range(0, len(index), config.batch_size)]
+            # critic: clipped value loss, a mean over the minibatch's tokens on every process
+            value_tokens = trainer.sum_over_processes(mask[index].sum().item())[0]
+            for micro in trainer.accumulate(critic, micro_batches):
+                with trainer.autocast():
+                    values = response_values(critic, batch.select(micro))
+                value_loss, value_stats = L.value_loss(values, old_values[micro], returns[micro], mask[micro],
+                                                       config.value_clip_range or None, num_tokens=value_tokens)
+                _check_finite(value_loss, "value loss")
+                trainer.backward(value_loss)
+                _append(logs, value_loss=value_loss.item() * value_tokens / max(mask[micro].sum().item(), 1),
+                        **value_stats)
+            _append(logs, critic_grad_norm=trainer.optimizer_step("critic"))
+            if not update_policy:
+                continue
+            # policy: clipped surrogate on advantages whitened over the minibatch's tokens on every process
+            tokens, total, squares = trainer.sum_over_processes(
+                loss_mask[index].sum().item(), (advantages[index] * loss_mask[index]).sum().item(),
+                (advantages[index] ** 2 * loss_mask[index]).sum().item())
+            whitened = advantages.clone()
+            if config.whiten_advantages:
+                mean = total / max(tokens, 1.0)
+                variance = (squares - tokens * mean ** 2) / max(tokens - 1.0, 1.0)
+                whitened[index] = L.masked_whiten(advantages[index], loss_mask[index], moments=(mean, variance))
+            for position, micro in enumerate(trainer.accumulate(policy, micro_batches)):
+                with trainer.autocast():
+                    logprobs = response_logprobs(policy, batch.select(micro))
+                policy_loss, policy_stats = L.policy_loss(logprobs, old_logprobs[micro], whitened[micro],
+                                                          loss_mask[micro], config.clip_range, num_tokens=tokens)
+                _check_finite(policy_loss, "policy loss")
+                loss = policy_loss
+                if config.ptx_coef > 0 and position == len(micro_batches) - 1:
+                    ptx_loss = pretraining_loss(policy, models.tokenizer, ptx_texts, state, config, trainer)
+                    _check_finite(ptx_loss, "pretraining loss")
+                    loss = loss + config.ptx_coef * ptx_loss / trainer.world_size  # each process: its own texts
+                    _append(logs, ptx_loss=ptx_loss.item())
+                trainer.backward(loss)
+                _append(logs, policy_loss=policy_loss.item() * tokens / max(loss_mask[micro].sum().item(), 1),
+                        **policy_stats)
+            _append(logs, policy_grad_norm=trainer.optimizer_step("policy"))
+    stats = {key: sum(v) / len(v) for key, v in logs.items() if v and None not in v}
+    stats["learning_rate"] = trainer.learning_rate("policy")
+    return stats
+
+
+def pretraining_loss(policy, tokenizer, texts: list[str], state: PPOState, config: Config, trainer: Trainer):
+    """PPO-ptx (Ouyang et al. 2022): next-token loss on this process's batch of pretraining text."""
+    first = state.ptx_position + trainer.rank * config.ptx_batch_size
+    chunk = [texts[(first + i) % len(texts)] for i in range(config.ptx_batch_size)]
+    state.ptx_position += config.ptx_batch_size * trainer.world_size
+    encoded = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
+                        max_length=config.max_length).to(trainer.device)
+    labels = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
+    position_ids = (encoded["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)  # the tokenizer pads on the left
+    with trainer.autocast():
+        return policy(**encoded, position_ids=position_ids, labels=labels, use_cache=False).loss
+
+
+def _check_finite(loss: torch.Tensor, name: str) -> None:
+    if not torch.isfinite(loss):
+        raise PPOStopped(f"the {name} is {loss.item()}; lower learning_rate or check the reward")
+
+
+def _append(logs: dict[str, list[float]], **values: float) -> None:
+    for key, value in values.items():
+        logs.setdefault(key, []).append(value)
