@@ -71,13 +71,19 @@ def values_equal(actual: Any, expected: Any, atol: float = 0.0, rtol: float = 1e
         return False
     if isinstance(expected, float) or isinstance(actual, float):
         if isinstance(actual, (int, float)) and isinstance(expected, (int, float)):
-            if math.isnan(actual) or math.isnan(expected):
-                return math.isnan(actual) and math.isnan(expected)
-            return math.isclose(actual, expected, rel_tol=rtol, abs_tol=atol)
+            try:
+                if math.isnan(actual) or math.isnan(expected):
+                    return math.isnan(actual) and math.isnan(expected)
+                return math.isclose(actual, expected, rel_tol=rtol, abs_tol=atol)
+            except OverflowError:  # an int beyond float range (e.g. 2 ** 2000): exact comparison
+                return actual == expected
         return False
     if isinstance(expected, complex) or isinstance(actual, complex):
-        return (isinstance(actual, (int, float, complex)) and isinstance(expected, (int, float, complex))
-                and abs(complex(actual) - complex(expected)) <= atol + rtol * abs(complex(expected)))
+        try:
+            return (isinstance(actual, (int, float, complex)) and isinstance(expected, (int, float, complex))
+                    and abs(complex(actual) - complex(expected)) <= atol + rtol * abs(complex(expected)))
+        except OverflowError:
+            return False
     if isinstance(expected, (list, tuple)) and isinstance(actual, (list, tuple)):
         return len(actual) == len(expected) and all(
             values_equal(a, e, atol, rtol) for a, e in zip(actual, expected))
@@ -135,11 +141,26 @@ def _died(report: dict) -> TestResult:
                                               "line": None})
 
 
+def _seconds(value: Any) -> float | None:
+    """A duration from the sandbox, or None: numbers only, finite (a forged 10 ** 4000 is None)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _count(value: Any) -> int | None:
+    """A non-negative integer from the sandbox that fits in 64 bits, or None."""
+    return value if type(value) is int and 0 <= value < 1 << 63 else None
+
+
 def judge_test(test: TestCase, report: dict | None) -> TestResult:
     if report is None:
         return TestResult("not_run")
-    wall = report.get("wall_s")
-    wall = float(wall) if isinstance(wall, (int, float)) else None
+    wall = _seconds(report.get("wall_s"))
     status = report.get("status")
     if status == "died":
         result = _died(report)
@@ -148,7 +169,7 @@ def judge_test(test: TestCase, report: dict | None) -> TestResult:
     error = report.get("error") if isinstance(report.get("error"), dict) else None
     if error is not None:
         error = {"type": str(error.get("type"))[:200], "message": str(error.get("message"))[:2000],
-                 "line": error.get("line") if isinstance(error.get("line"), int) else None}
+                 "line": _count(error.get("line"))}
     if status == "memory":
         return TestResult("memory", wall_s=wall, error=error)
     if status == "error":
@@ -182,8 +203,8 @@ def build_result(request: ExecRequest, reply: dict, backend: str, isolation: dic
         stdout=stdout[:limit], stderr=stderr[:limit],
         stdout_truncated=bool(reply.get("stdout_truncated")) or len(stdout) > limit,
         stderr_truncated=bool(reply.get("stderr_truncated")) or len(stderr) > limit,
-        wall_s=float(reply.get("wall_s") or 0.0),
-        peak_memory_bytes=peak_memory if peak_memory is not None else int(reply.get("maxrss") or 0) or None,
+        wall_s=_seconds(reply.get("wall_s")) or 0.0,
+        peak_memory_bytes=peak_memory if peak_memory is not None else _count(reply.get("maxrss")) or None,
     )
     if request.trace_lines and isinstance(reply.get("lines"), list):
         n_lines = request.program.count("\n") + 1

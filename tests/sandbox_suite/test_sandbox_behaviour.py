@@ -21,6 +21,11 @@ def test_call_tests_compare_on_the_trusted_side(backend):
     assert result.isolation["full"] is True
 
 
+def test_a_huge_int_where_a_float_is_expected_fails_the_test(backend):
+    result = run(backend, "def f():\n    return 2 ** 2000\n", [TestCase.call_expr("f()", 1.5, atol=1e-6)])
+    assert result.status == "failed" and result.tests[0].actual == 2 ** 2000
+
+
 def test_all_passed_and_assertions(backend):
     result = run(backend, ADD, [TestCase.call_expr("add(1, 2)", 3), TestCase.assertion("assert add(2, 3) == 5")])
     assert result.status == "passed" and result.passed

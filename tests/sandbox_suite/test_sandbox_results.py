@@ -94,3 +94,20 @@ def test_expected_values_never_enter_the_sandbox_payload():
                                             TestCase.call_args("f", [], "EXPECTED-2"),
                                             TestCase.stdio("in", "EXPECTED-3")])
     assert "EXPECTED" not in repr(request.to_sandbox())
+
+
+def test_numbers_beyond_float_range_never_raise():
+    """An int too large for a float (a program may return 2 ** 2000 where a float is expected) and
+    a forged 10 ** 4000 in the reply are judged, never raised (run() must not raise for a program)."""
+    assert not values_equal(2 ** 2000, 1.5) and not values_equal(1.5, 2 ** 2000)
+    assert not values_equal(2 ** 2000, float("inf")) and not values_equal(10 ** 400, complex(1, 0))
+    assert values_equal(2 ** 2000, 2 ** 2000)
+    request = ExecRequest("def f(): pass", [TestCase.call_expr("f()", 1.5), TestCase.call_expr("f()", 1)])
+    reply = {"load": {"status": "ok"}, "stdout": "", "stderr": "", "wall_s": 10 ** 4000, "maxrss": "x",
+             "tests": [{"status": "ok", "actual": 2 ** 2000, "wall_s": 10 ** 4000},
+                       {"status": "error", "wall_s": float("nan"),
+                        "error": {"type": "E", "message": "m", "line": 10 ** 30}}]}
+    result = build_result(request, reply, "test", {})
+    assert [t.status for t in result.tests] == ["failed", "runtime_error"]
+    assert result.tests[0].wall_s is None and result.tests[1].wall_s is None and result.wall_s == 0.0
+    assert result.tests[1].error["line"] is None and result.peak_memory_bytes is None
