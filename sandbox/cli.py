@@ -87,6 +87,7 @@ def _print_result(result) -> None:
     print(f"status: {result.status}" + (f" ({result.compile_error_kind})" if result.compile_error_kind else ""))
     for i, test in enumerate(result.tests):
         detail = f" actual={test.actual!r}" if test.actual is not None else ""
+        detail += " (truncated)" if test.actual_truncated else ""
         if test.error:
             detail += f" error={test.error['type']}: {test.error['message'][:120]}"
             detail += f" (line {test.error['line']})" if test.error.get("line") else ""

@@ -3,11 +3,15 @@ classify the run. Nothing here unpickles or evaluates data the program wrote: th
 come as tagged JSON and are rebuilt with plain constructors."""
 from __future__ import annotations
 
+import json
 import math
 import signal
 from typing import Any
 
-from .types import STATUS_PRECEDENCE, ExecRequest, ExecResult, TestCase, TestResult
+from .runtime.harness import clip_text, stdout_lines
+from .types import STATUS_PRECEDENCE, ExecRequest, ExecResult, TestCase, TestResult, _jsonable
+
+ERROR_TYPE_BYTES, TEST_MESSAGE_BYTES, RESULT_MESSAGE_BYTES = 200, 2000, 4000  # in the result's JSON
 
 
 class Opaque:
@@ -100,12 +104,7 @@ def values_equal(actual: Any, expected: Any, atol: float = 0.0, rtol: float = 1e
 
 def stdout_matches(actual: str, expected: str) -> bool:
     """Line by line with trailing whitespace and trailing blank lines ignored."""
-    def norm(text):
-        lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
-        while lines and not lines[-1]:
-            lines.pop()
-        return lines
-    return norm(actual) == norm(expected)
+    return stdout_lines(actual) == stdout_lines(expected)
 
 
 def _signal_name(number) -> str:
@@ -189,6 +188,40 @@ def judge_test(test: TestCase, report: dict | None) -> TestResult:
     return TestResult("passed" if ok else "failed", actual=actual, wall_s=wall)
 
 
+def _clip_error(error: dict | None, message_bytes: int) -> dict | None:
+    if error is None:
+        return None
+    return {"type": clip_text(str(error.get("type")), ERROR_TYPE_BYTES)[0],
+            "message": clip_text(str(error.get("message")), message_bytes)[0], "line": _count(error.get("line"))}
+
+
+def _kind(value: Any) -> str:
+    kind = type(value)
+    return kind.__name__ if kind in (str, bytes, int, float, complex, list, tuple, dict, set) else "value"
+
+
+def bound_actuals(results: list[TestResult], tests: list[TestCase], budget: int) -> None:
+    """Keep the tests' actual values within `budget` bytes of JSON together (after judging): values
+    that fit whole are kept, in test order; then stdio outputs that did not fit are cut to what is
+    left, and any other value that did not fit is replaced by a placeholder; both are flagged."""
+    left_out = []
+    for result, test in zip(results, tests):
+        if result.actual is None:
+            continue
+        size = len(json.dumps(_jsonable(result.actual)))
+        if size <= budget:
+            budget -= size
+        else:
+            left_out.append((result, test, size))
+    for result, test, size in left_out:
+        result.actual_truncated = True
+        if test.kind == "stdio" and isinstance(result.actual, str):
+            result.actual = clip_text(result.actual, max(budget - 2, 0))[0]  # 2: the quotes
+            budget -= len(json.dumps(result.actual))
+        else:
+            result.actual = Opaque(_kind(result.actual), f"too large to report ({size:,} bytes as JSON)")
+
+
 def build_result(request: ExecRequest, reply: dict, backend: str, isolation: dict,
                  peak_memory: int | None = None, program_oom: bool = False) -> ExecResult:
     """Turn the zygote's reply into an ExecResult. `reply` came from inside the sandbox: every
@@ -196,13 +229,15 @@ def build_result(request: ExecRequest, reply: dict, backend: str, isolation: dic
     if not isinstance(reply, dict) or "sandbox_error" in reply:
         message = reply.get("sandbox_error") if isinstance(reply, dict) else "malformed reply"
         return sandbox_error(str(message), backend, isolation, len(request.tests))
-    limit = request.limits.output_bytes
+    limit, excerpt = request.limits.output_bytes, request.limits.excerpt_bytes
     stdout, stderr = str(reply.get("stdout") or ""), str(reply.get("stderr") or "")
+    stdout_kept, stdout_cut = clip_text(stdout[:limit], excerpt)
+    stderr_kept, stderr_cut = clip_text(stderr[:limit], excerpt)
     result = ExecResult(
         status="passed", backend=backend, isolation=isolation,
-        stdout=stdout[:limit], stderr=stderr[:limit],
-        stdout_truncated=bool(reply.get("stdout_truncated")) or len(stdout) > limit,
-        stderr_truncated=bool(reply.get("stderr_truncated")) or len(stderr) > limit,
+        stdout=stdout_kept, stderr=stderr_kept,
+        stdout_truncated=bool(reply.get("stdout_truncated")) or len(stdout) > limit or stdout_cut,
+        stderr_truncated=bool(reply.get("stderr_truncated")) or len(stderr) > limit or stderr_cut,
         wall_s=_seconds(reply.get("wall_s")) or 0.0,
         peak_memory_bytes=peak_memory if peak_memory is not None else _count(reply.get("maxrss")) or None,
     )
@@ -235,10 +270,16 @@ def build_result(request: ExecRequest, reply: dict, backend: str, isolation: dic
         result.error = first_bad.error if first_bad else None
     if program_oom and result.status == "runtime_error":
         result.status = "memory"
+    # judged: now bound what the result keeps (ExecResult's docstring)
+    bound_actuals(result.tests, request.tests, excerpt)
+    for test in result.tests:
+        test.error = _clip_error(test.error, TEST_MESSAGE_BYTES)
+    result.error = _clip_error(result.error, RESULT_MESSAGE_BYTES)
     return result
 
 
 def sandbox_error(message: str, backend: str, isolation: dict, tests: int = 0) -> ExecResult:
     return ExecResult(status="sandbox_error", backend=backend, isolation=isolation,
                       tests=[TestResult("sandbox_error") for _ in range(tests)],
-                      error={"type": "SandboxError", "message": message, "line": None})
+                      error=_clip_error({"type": "SandboxError", "message": message, "line": None},
+                                        RESULT_MESSAGE_BYTES))

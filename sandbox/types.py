@@ -11,6 +11,11 @@ STATUSES = ("passed", "failed", "compile_error", "runtime_error", "timeout", "me
 STATUS_PRECEDENCE = ("sandbox_error", "compile_error", "output_limit", "memory", "timeout", "runtime_error",
                      "failed", "passed")
 TEST_STATUSES = STATUSES[:2] + STATUSES[3:] + ("not_run",)
+MAX_EXCERPT_BYTES = 8 << 20     # Limits.excerpt_bytes at most (three of them cross the zygote's pipe)
+RESULT_FIXED_BYTES = 8 << 10    # ExecResult.to_json() apart from the excerpts and the tests: status,
+                                # flags, timings, error (message <= 4000 bytes), isolation
+RESULT_PER_TEST_BYTES = 3 << 10  # one test apart from its actual value: status, wall_s, error (type <=
+                                 # 200 bytes, message <= 2000 bytes), the placeholder of a value cut out
 
 
 class SandboxError(RuntimeError):
@@ -30,6 +35,9 @@ class Limits:
     processes: int = 32             # processes + threads of the program (pids cgroup)
     output_bytes: int = 1 << 20     # stdout and stderr each; more ends the program with output_limit
     file_bytes: int = 16 << 20      # largest file the program may write (RLIMIT_FSIZE)
+    excerpt_bytes: int = 1 << 20    # what the result keeps, measured in its JSON: stdout and stderr
+                                    # each, and all tests' actual values together (see ExecResult).
+                                    # Rewards computed by the thousand want a few KiB here.
 
     def validate(self) -> None:
         for name in ("wall_s", "cpu_s", "per_test_wall_s", "memory_bytes", "processes", "output_bytes",
@@ -38,6 +46,9 @@ class Limits:
                 raise ValueError(f"Limits.{name} must be > 0, got {getattr(self, name)!r}")
         if self.memory_bytes < 16 << 20:
             raise ValueError(f"Limits.memory_bytes must be at least 16 MiB, got {self.memory_bytes}")
+        if not (isinstance(self.excerpt_bytes, int) and 0 <= self.excerpt_bytes <= MAX_EXCERPT_BYTES):
+            raise ValueError(f"Limits.excerpt_bytes must be an int in [0, {MAX_EXCERPT_BYTES}], "
+                             f"got {self.excerpt_bytes!r}")
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,15 @@ class ExecRequest:
             if test.timeout_s is not None and not test.timeout_s > 0:
                 raise ValueError(f"ExecRequest.tests[{i}].timeout_s must be > 0, got {test.timeout_s!r}")
 
+    def result_bound(self) -> int:
+        """Most bytes `ExecResult.to_json()` of this request can take, whatever the program does."""
+        lines = 0
+        if self.trace_lines:
+            n = self.program.count("\n") + 1
+            lines = n * (len(str(n)) + 2)
+        return (3 * self.limits.excerpt_bytes + RESULT_FIXED_BYTES + RESULT_PER_TEST_BYTES * len(self.tests)
+                + lines)
+
     def to_sandbox(self) -> dict:
         limits = asdict(self.limits)
         limits["per_test_timeouts"] = [t.timeout_s for t in self.tests]
@@ -125,12 +145,23 @@ class TestResult:
     actual: Any = None               # decoded actual value (call tests) or stdout (stdio tests)
     wall_s: float | None = None
     error: dict | None = None        # {"type", "message", "line"}
+    actual_truncated: bool = False   # `actual` did not fit the result (see ExecResult): a stdio test's
+                                     # output is cut, any other value is an opaque placeholder
 
     __test__ = False
 
 
 @dataclass
 class ExecResult:
+    """What one program did. Its size is bounded whatever the program wrote (binary output, huge
+    return values): in `to_json()` (ASCII JSON, so characters = bytes) `stdout` and `stderr` take
+    at most `Limits.excerpt_bytes` bytes each, and the tests' `actual` values at most
+    `Limits.excerpt_bytes` together (values that fit whole are kept, in test order; then a stdio
+    test's output that did not fit is cut to what is left, any other value becomes a short opaque
+    placeholder); `stdout_truncated`, `stderr_truncated` and `TestResult.actual_truncated` say
+    when something was cut. Tests are judged before anything is cut. The whole JSON is at most `ExecRequest.result_bound()` bytes = 3 x excerpt_bytes + 8 KiB
+    + 3 KiB per test (+ the executed line numbers when traced): 3 MiB + 8 KiB + 3 KiB per test
+    with the default Limits."""
     status: str
     tests: list[TestResult] = field(default_factory=list)
     compile_error_kind: str | None = None   # "syntax" | "load" | None

@@ -8,6 +8,7 @@ here: only the *actual* values go out, encoded as tagged JSON, and the trusted s
 Everything the program can reach it can also forge, so nothing here is a verdict: an
 assertion test that "passed" only means no AssertionError came out (documented as forgeable).
 """
+import hashlib
 import json
 import math
 import os
@@ -23,6 +24,40 @@ MAX_ENCODED_CHARS = 1_000_000
 
 class _TooLarge(Exception):
     pass
+
+
+# -- text as the result reports it (shared with the zygote and the trusted side) --------------------
+def json_len(text):
+    """Bytes `text` takes inside a JSON string as ExecResult.to_json writes it (ensure_ascii:
+    a non-ASCII or control character takes 6, one outside the BMP 12), quotes not counted."""
+    return len(json.dumps(text)) - 2
+
+
+def clip_text(text, max_bytes):
+    """(the longest prefix of `text` with json_len <= max_bytes, whether it was cut)."""
+    if len(text) <= max_bytes // 12 or json_len(text) <= max_bytes:
+        return text, False
+    lo, hi = 0, min(len(text), max(max_bytes, 0))  # every character takes at least one byte
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if json_len(text[:mid]) <= max_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo], True
+
+
+def stdout_lines(text):
+    """What a stdio test compares: lines with trailing whitespace and trailing blank lines dropped."""
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def stdout_digest(text):
+    """sha256 of stdout_lines(text): lets a stdio test be judged on output too large to send whole."""
+    return hashlib.sha256("\n".join(stdout_lines(text)).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def encode_value(value, depth=0, budget=None):

@@ -1,4 +1,6 @@
 """What the sandbox reports for ordinary programs, on every backend."""
+import json
+
 from sandbox_helpers import quick_limits
 
 from sandbox import ExecRequest, TestCase
@@ -100,3 +102,37 @@ def test_output_is_captured_and_peak_memory_reported(backend):
 def test_empty_test_list_only_loads(backend):
     assert run(backend, "x = 1\n", []).status == "passed"
     assert run(backend, "x = (\n", []).status == "compile_error"
+
+
+BINARY = ("import os, sys\n"
+          "for _ in range(80):  # 5 MiB of random bytes to each stream, interleaved\n"
+          "    sys.stdout.buffer.write(os.urandom(1 << 16))\n"
+          "    sys.stderr.buffer.write(os.urandom(1 << 16))\n")
+
+
+def test_binary_output_is_bounded_in_the_result_json(backend):
+    """5 MiB of random bytes on each stream (every invalid byte becomes U+FFFD, six bytes of JSON;
+    the program is stopped once a stream passes 1 MiB): the serialised result stays within the
+    documented bound, with the truncation flags set."""
+    request = ExecRequest(BINARY, [TestCase.stdio("", "not this")], limits=quick_limits(output_bytes=1 << 20))
+    result = backend.run(request)
+    assert result.status == "output_limit", result.error
+    size = len(result.to_json())
+    assert size <= request.result_bound() == 3 * (1 << 20) + (8 << 10) + (3 << 10)
+    assert result.stdout_truncated and result.stderr_truncated
+    data = json.loads(result.to_json())
+    assert len(json.dumps(data["stdout"])) - 2 <= 1 << 20 and len(json.dumps(data["stderr"])) - 2 <= 1 << 20
+
+
+def test_a_huge_actual_value_is_judged_whole_and_reported_as_a_placeholder(backend):
+    program = "print('héllo\\x00 wörld')\ndef huge():\n    return '\\x00' * 999_000\ndef small():\n    return 'é'\n"
+    request = ExecRequest(program, [TestCase.call_expr("huge()", "\x00" * 999_000), TestCase.call_expr("small()", "é"),
+                                    TestCase.call_expr("huge()", "other")], limits=quick_limits())
+    result = backend.run(request)
+    assert [t.status for t in result.tests] == ["passed", "passed", "failed"]
+    assert len(result.to_json()) <= request.result_bound() == 3 * (1 << 20) + (8 << 10) + 3 * (3 << 10)
+    assert [t.actual_truncated for t in result.tests] == [True, False, True]
+    assert "too large to report" in repr(result.tests[0].actual)
+    # small output and values are unchanged, byte for byte
+    data = json.loads(result.to_json())
+    assert data["stdout"] == "héllo\x00 wörld\n" and not result.stdout_truncated and data["tests"][1]["actual"] == "é"

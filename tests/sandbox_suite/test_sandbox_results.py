@@ -1,7 +1,10 @@
 """Trusted-side decoding, comparison and classification (no sandbox needed)."""
+import json
 import math
 
-from sandbox import ExecRequest, TestCase
+import pytest
+
+from sandbox import ExecRequest, Limits, TestCase
 from sandbox.results import Opaque, build_result, decode_value, stdout_matches, values_equal
 from sandbox.runtime.harness import encode_actual
 
@@ -111,3 +114,58 @@ def test_numbers_beyond_float_range_never_raise():
     assert [t.status for t in result.tests] == ["failed", "runtime_error"]
     assert result.tests[0].wall_s is None and result.tests[1].wall_s is None and result.wall_s == 0.0
     assert result.tests[1].error["line"] is None and result.peak_memory_bytes is None
+
+
+def test_clip_text_keeps_the_longest_prefix_that_fits_its_json():
+    from sandbox.runtime.harness import clip_text, json_len
+    assert clip_text("plain ascii", 100) == ("plain ascii", False)
+    assert clip_text("abc", 2) == ("ab", True)
+    assert clip_text("a\ufffdb", 6) == ("a", True) and json_len("a\ufffd") == 7
+    assert clip_text("\U0001f600x", 12) == ("\U0001f600", True)  # a surrogate pair: 12 bytes
+    text = "x\x00\u00e9\"\\\n\U0001f600" * 5000
+    kept, cut = clip_text(text, 10_000)
+    assert cut and json_len(kept) <= 10_000 < json_len(text[:len(kept) + 1]) and text.startswith(kept)
+
+
+def test_the_result_json_is_bounded_whatever_the_reply_holds():
+    """Escaping can make JSON six times the bytes the program wrote (U+FFFD for every invalid byte,
+    \\u0000 for every NUL): the bound applies to the JSON, and the tests are judged before any cut."""
+    huge_text = "\ufffd" * (1 << 20)
+    request = ExecRequest("def f(): pass", [TestCase.call_expr("f()", "\x00" * 999_000),
+                                            TestCase.stdio("", huge_text),
+                                            TestCase.call_expr("f()", [1, "é"])])
+    reply = {"load": {"status": "ok"}, "stdout": huge_text, "stderr": "\x00" * (1 << 20), "wall_s": 0.1,
+             "tests": [{"status": "ok", "actual": "\x00" * 999_000, "wall_s": 0.0},
+                       {"status": "ok", "actual": huge_text, "wall_s": 0.0},
+                       {"status": "ok", "actual": [1, "é"], "wall_s": 0.0}]}
+    result = build_result(request, reply, "test", {})
+    assert [t.status for t in result.tests] == ["passed", "passed", "passed"]  # judged on the whole value
+    size = len(result.to_json())
+    assert size <= request.result_bound() == 3 * (1 << 20) + (8 << 10) + 3 * (3 << 10)
+    assert size > 3 * (1 << 20) - 64  # excerpts filled up to the bound, not emptied
+    assert result.stdout_truncated and result.stderr_truncated
+    assert [t.actual_truncated for t in result.tests] == [True, True, False]
+    assert isinstance(result.tests[0].actual, Opaque) and "5,994,002 bytes as JSON" in repr(result.tests[0].actual)
+    assert huge_text.startswith(result.tests[1].actual) and result.tests[2].actual == [1, "é"]
+    # small output is unchanged, byte for byte
+    small = {"load": {"status": "ok"}, "stdout": "héllo\x00 wörld\n", "stderr": "warn\n", "wall_s": 0.1,
+             "tests": [{"status": "ok", "actual": "\x00" * 999_000, "wall_s": 0.0},
+                       {"status": "ok", "actual": "a\ufffdb\n", "wall_s": 0.0},
+                       {"status": "ok", "actual": [1, "é"], "wall_s": 0.0}]}
+    result = build_result(request, small, "test", {})
+    data = json.loads(result.to_json())
+    assert (data["stdout"], data["stderr"]) == ("héllo\x00 wörld\n", "warn\n")
+    assert data["tests"][1]["actual"] == "a\ufffdb\n" and data["tests"][2]["actual"] == [1, "é"]
+    assert not (result.stdout_truncated or result.stderr_truncated or result.tests[1].actual_truncated)
+    # a small excerpt (rewards by the thousand) bounds it further
+    tiny = ExecRequest(request.program, request.tests, limits=Limits(excerpt_bytes=4096))
+    result = build_result(tiny, reply, "test", {})
+    assert len(result.to_json()) <= tiny.result_bound() == 3 * 4096 + (8 << 10) + 3 * (3 << 10)
+    assert [t.status for t in result.tests] == ["passed", "passed", "passed"]
+
+
+def test_excerpt_bytes_is_validated():
+    for bad in (-1, 9 << 20, 1.5):
+        with pytest.raises(ValueError, match="excerpt_bytes"):
+            Limits(excerpt_bytes=bad).validate()
+    Limits(excerpt_bytes=0).validate()
