@@ -8,7 +8,7 @@ import math
 import signal
 from typing import Any
 
-from .runtime.harness import clip_text, stdout_lines
+from .runtime.harness import clip_text, stdout_digest, stdout_lines
 from .types import STATUS_PRECEDENCE, ExecRequest, ExecResult, TestCase, TestResult, _jsonable
 
 ERROR_TYPE_BYTES, TEST_MESSAGE_BYTES, RESULT_MESSAGE_BYTES = 200, 2000, 4000  # in the result's JSON
@@ -179,8 +179,11 @@ def judge_test(test: TestCase, report: dict | None) -> TestResult:
                                                                f"unknown test status {status!r}", "line": None})
     if test.kind == "stdio":
         actual = str(report.get("actual") or "")
-        return TestResult("passed" if stdout_matches(actual, test.expected_stdout or "") else "failed",
-                          actual=actual, wall_s=wall)
+        digest = report.get("actual_digest")  # of the whole output, when only an excerpt came
+        expected = test.expected_stdout or ""
+        ok = digest == stdout_digest(expected) if isinstance(digest, str) else stdout_matches(actual, expected)
+        return TestResult("passed" if ok else "failed", actual=actual, wall_s=wall,
+                          actual_truncated=report.get("actual_truncated") is True)
     if test.kind == "assert":
         return TestResult("passed", wall_s=wall)
     actual = decode_value(report.get("actual"))

@@ -26,11 +26,18 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import clip_text, json_len, stdout_digest
 from zygote_child import Spare, take_spare
 from zygote_cleanup import kill_program, leftovers, oom_kills
 
 PR_SET_DUMPABLE = 4
 CHANNEL_MAX = 16 << 20
+# What a program's test results may add to the reply (result-channel lines kept, stdio outputs),
+# so that the reply stays well under the trusted side's frame limit (worker.MAX_REPLY, 64 MiB)
+# together with the stdout/stderr excerpts (Limits.excerpt_bytes <= 8 MiB each). Results beyond
+# it are replaced by markers: only a program that returns tens of MiB of values meets it.
+RESULTS_MAX = 32 << 20
+TOO_LARGE = {"$opaque": "?", "repr": "<results too large to report>"}
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -63,9 +70,9 @@ def write_frame(fd, obj):
 
 
 # ----------------------------------------------------------------------------- one child
-def run_child(opts, request, indices, stdin_data, deadline):
+def run_child(opts, request, indices, stdin_data, deadline, wire):
     """Run tests[indices] (or the script run when stdin_data is not None) in a fresh child, watch
-    it until it ends or a deadline, and return what came out."""
+    it until it ends or a deadline, and return what came out (`wire`: the program's budgets)."""
     limits = request["limits"]
     oom_before = oom_kills(opts)
     child = take_spare(opts)
@@ -73,7 +80,7 @@ def run_child(opts, request, indices, stdin_data, deadline):
     child.give({"program": request["program"], "tests": request["tests"], "trace": request["trace"],
                 "indices": indices, "stdin": stdin_data, "limits": limits})
     pidfd = os.pidfd_open(pid)
-    watch = Watch(limits, deadline)
+    watch = Watch(limits, deadline, wire)
     poller = select.poll()
     names = {out_r: "stdout", err_r: "stderr", chan_r: "chan", pidfd: "exit"}
     for fd in names:
@@ -122,8 +129,8 @@ def run_child(opts, request, indices, stdin_data, deadline):
 class Watch:
     """What one child produced: capped stdout/stderr, result-channel events, how it ended."""
 
-    def __init__(self, limits, deadline):
-        self.limits, self.deadline = limits, deadline
+    def __init__(self, limits, deadline, wire):
+        self.limits, self.deadline, self.wire = limits, deadline, wire
         self.stdout, self.stderr, self.chan = bytearray(), bytearray(), bytearray()
         self.totals = {"stdout": 0, "stderr": 0}  # bytes written, kept or not
         self.events, self.current, self.test_started = [], None, None
@@ -172,8 +179,7 @@ class Watch:
             return
         if "i" in event and (type(event["i"]) is not int):
             return
-        if not isinstance(event.get("lines", []), list):
-            event["lines"] = None
+        event = self.bounded(event, len(line))
         self.events.append(event)
         if kind == "start":
             self.current = event.get("i")
@@ -181,6 +187,32 @@ class Watch:
             self.current_timeout = self.timeout_of(self.current)
         elif kind == "end":
             self.current = self.test_started = None
+
+    def bounded(self, event, size):
+        """Only the fields the trusted side reads, each of bounded size; once the program's results
+        have used up wire["results"], values and messages are replaced by markers."""
+        clean = {"ev": event["ev"][:20]}
+        if "i" in event:
+            clean["i"] = event["i"]
+        status = event.get("status")
+        clean["status"] = status[:20] if isinstance(status, str) else None
+        wall = event.get("wall_s")
+        clean["wall_s"] = wall if type(wall) in (int, float) and -1e18 < wall < 1e18 else None
+        lines = event.get("lines")
+        clean["lines"] = [x for x in lines if type(x) is int and 1 <= x <= self.wire["n_lines"]] \
+            if isinstance(lines, list) else None
+        fits = size <= self.wire["results"]
+        if fits:
+            self.wire["results"] -= size
+        if "actual" in event:
+            clean["actual"] = event["actual"] if fits else TOO_LARGE
+        error = event.get("error")
+        if isinstance(error, dict):
+            line = error.get("line")
+            clean["error"] = {"type": str(error.get("type"))[:200],
+                              "message": str(error.get("message"))[:2000] if fits else "<results too large to report>",
+                              "line": line if type(line) is int and 0 <= line < 1 << 63 else None}
+        return clean
 
     def timeout_of(self, i):
         per_test = self.limits.get("per_test_timeouts") or []
@@ -206,6 +238,8 @@ def handle(opts, request):
     deadline = started + float(limits["wall_s"])
     tests = request["tests"]
     reports = [None] * len(tests)
+    excerpt = int(limits.get("excerpt_bytes", 1 << 20))
+    wire = {"results": RESULTS_MAX, "n_lines": request["program"].count("\n") + 1}
     out = {"stdout": bytearray(), "stderr": bytearray(), "lines": set(), "load": None,
            "program_timeout": False, "output_limit": False, "maxrss": 0, "leftovers": 0,
            "written": {"stdout": 0, "stderr": 0}}
@@ -245,7 +279,7 @@ def handle(opts, request):
             out["program_timeout"] = True
             break
         if tests and tests[i]["kind"] == "stdio":
-            watch = run_child(opts, request, [i], tests[i].get("stdin") or "", deadline)
+            watch = run_child(opts, request, [i], tests[i].get("stdin") or "", deadline, wire)
             watch_index = {i: i}
             indices = [i]
         else:
@@ -253,7 +287,7 @@ def handle(opts, request):
             while stop < len(tests) and tests[stop]["kind"] != "stdio":
                 stop += 1
             indices = list(range(i, stop))
-            watch = run_child(opts, request, indices, None, deadline)
+            watch = run_child(opts, request, indices, None, deadline, wire)
             watch_index = {k: k for k in indices}
         absorb(watch)
         failed_load = load_status(watch)
@@ -277,8 +311,11 @@ def handle(opts, request):
                 k = watch_index[event["i"]]
                 report = {key: event.get(key) for key in ("status", "actual", "error", "wall_s")}
                 if stdout_for:
-                    report["actual"] = bytes(watch.stdout).decode("utf-8", "replace")
-                    report["stderr"] = bytes(watch.stderr).decode("utf-8", "replace")
+                    # judged by the digest of the whole output; only an excerpt crosses the wire
+                    text = bytes(watch.stdout).decode("utf-8", "replace")
+                    kept, cut = clip_text(text, max(min(excerpt, wire["results"]) - 2, 0))
+                    wire["results"] -= json_len(kept) + 2
+                    report.update(actual=kept, actual_truncated=cut, actual_digest=stdout_digest(text))
                 reports[k] = report
                 finished.add(k)
         missing = [k for k in indices if k not in finished]
@@ -298,13 +335,15 @@ def handle(opts, request):
             break
         i = first + 1
     out["leftovers"] = len(leftovers())
+    stdout, stdout_cut = clip_text(bytes(out["stdout"]).decode("utf-8", "replace"), excerpt)
+    stderr, stderr_cut = clip_text(bytes(out["stderr"]).decode("utf-8", "replace"), excerpt)
     return {
         "tests": reports,
         "load": out["load"],
-        "stdout": bytes(out["stdout"]).decode("utf-8", "replace"),
-        "stderr": bytes(out["stderr"]).decode("utf-8", "replace"),
-        "stdout_truncated": out["written"]["stdout"] > len(out["stdout"]),
-        "stderr_truncated": out["written"]["stderr"] > len(out["stderr"]),
+        "stdout": stdout,
+        "stderr": stderr,
+        "stdout_truncated": out["written"]["stdout"] > len(out["stdout"]) or stdout_cut,
+        "stderr_truncated": out["written"]["stderr"] > len(out["stderr"]) or stderr_cut,
         "lines": sorted(out["lines"]) if request["trace"] else None,
         "program_timeout": out["program_timeout"],
         "output_limit": out["output_limit"],

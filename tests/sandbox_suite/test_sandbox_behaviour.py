@@ -136,3 +136,33 @@ def test_a_huge_actual_value_is_judged_whole_and_reported_as_a_placeholder(backe
     # small output and values are unchanged, byte for byte
     data = json.loads(result.to_json())
     assert data["stdout"] == "héllo\x00 wörld\n" and not result.stdout_truncated and data["tests"][1]["actual"] == "é"
+
+
+def test_large_binary_output_is_judged_whole_though_only_an_excerpt_is_kept(backend):
+    """Within a raised output limit, 5 MiB of non-UTF-8 bytes on each stream: the stdio test is
+    judged on the whole output (its digest), the result keeps excerpts only."""
+    block = "bytes(range(256)) * 20480"  # 5 MiB, half of it invalid UTF-8
+    program = f"import sys\nsys.stdout.buffer.write({block})\nsys.stderr.buffer.write({block})\n"
+    whole = (bytes(range(256)) * 20480).decode("utf-8", "replace")
+    request = ExecRequest(program, [TestCase.stdio("", whole), TestCase.stdio("", whole[:-1])],
+                          limits=quick_limits(output_bytes=8 << 20))
+    result = backend.run(request)
+    assert [t.status for t in result.tests] == ["passed", "failed"], result.error
+    assert len(result.to_json()) <= request.result_bound() == 3 * (1 << 20) + (8 << 10) + 2 * (3 << 10)
+    assert result.stdout_truncated and result.stderr_truncated and result.tests[0].actual_truncated
+    assert whole.startswith(result.tests[0].actual) and whole.startswith(result.stdout)
+
+
+def test_many_large_results_are_never_a_sandbox_error(backend):
+    """Every test printing or returning ~6 MB of JSON once overflowed the zygote's reply (a
+    sandbox_error: a sample dropped, never penalised). The reply is bounded too now."""
+    printing = ExecRequest("import sys\nsys.stdout.buffer.write(b'\\xff' * 1_000_000)\n",
+                           [TestCase.stdio("", "\ufffd" * 1_000_000)] * 12, limits=quick_limits(output_bytes=1 << 20))
+    result = backend.run(printing)
+    assert result.status == "passed", result.error
+    assert len(result.to_json()) <= printing.result_bound()
+    returning = ExecRequest("def f():\n    return '\\x00' * 999_000\n", [TestCase.call_expr("f()", "\x00" * 999_000)] * 12,
+                            limits=quick_limits(wall_s=20.0))
+    result = backend.run(returning)
+    assert result.status in ("passed", "failed") and result.tests[0].status == "passed", result.error
+    assert len(result.to_json()) <= returning.result_bound()

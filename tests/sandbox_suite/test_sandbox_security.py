@@ -145,6 +145,27 @@ def test_contained_with_status(check_clean, name, program, expected):
     assert result.tests[0].status != "passed"
 
 
+def test_forged_result_lines_cannot_overflow_the_reply(check_clean):
+    """The program writes its own result-channel lines: ~5 MB of values, messages and line numbers
+    for each of 20 tests (once more than the zygote's reply could hold: a sandbox_error). They are
+    bounded on the way out: a judged result."""
+    program = r"""
+import json, os
+def f(i):
+    for k in range(20):
+        event = {"ev": "end", "i": k, "status": "error", "wall_s": 10 ** 4000 if k == 0 else 0.1,
+                 "lines": list(range(1, 100_000)), "actual": "\x00" * 200_000,
+                 "error": {"type": "E" * 300_000, "message": "\ufffd" * 500_000, "line": k}}
+        os.write(3, json.dumps(event).encode() + b"\n")
+    os._exit(0)
+"""
+    tests = [TestCase.call_expr(f"f({k})", k) for k in range(20)]
+    result = attack(check_clean, program, tests, wall_s=20.0, per_test_wall_s=10.0)
+    assert result.status == "runtime_error", result.error
+    assert len(result.to_json()) <= ExecRequest(program, tests, limits=quick_limits()).result_bound()
+    assert all(len(t.error["message"]) <= 2000 and len(t.error["type"]) <= 200 for t in result.tests)
+
+
 def test_memory_bomb(check_clean):
     program = "def f():\n    hog = []\n    while True:\n        hog.append(bytearray(8 << 20))\n"
     result = attack(check_clean, program, memory_bytes=96 << 20, per_test_wall_s=10.0, wall_s=12.0)
