@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("align.evaluate", "RM accuracy, pass@k, translation metrics, win/tie/lose"),
     "demo": ("align.demo", "the embedded default, end to end, offline on a CPU"),
     "sandbox": ("sandbox.cli", "`run` a program with tests in the sandbox; `check` this machine's isolation"),
+    "plan": ("align.plan", "per-GPU memory of a config on the meta device: weights, grads, optimizer, activations; "
+                           "fits or not"),
 }
 
 
@@ -64,13 +66,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"align {command}: this command is not part of this build yet", file=sys.stderr)
         return 2
-    if command == "sandbox":
+    if command in ("sandbox", "plan"):  # their own arguments (plan: --accelerate, --gpu-memory, ...)
         return module.main(rest)
     if any(a in ("-h", "--help") for a in rest):
         print(f"align {command}: {COMMANDS[command][1]}\n\nkeys:")
         print("\n".join(describe(module.Config)))
         return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from align.training.precision import is_main_process
+
+    if not is_main_process():  # under torchrun / accelerate launch, one process reports (errors still do)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # weight loading/saving bars drown our own progress bar

@@ -312,6 +312,7 @@ def finish(config: Config, trainer: Trainer, model, data, plan, state: TrainStat
     summary = {
         **final_metrics,
         "train_pairs": len(train), "eval_pairs": len(held_out), "steps": state.step,
+        "precision": trainer.precision_name, "processes": trainer.world_size,
         **data.counts(), **plan.counts(),
         "train_seconds": round(state.train_seconds, 3),
         "pairs_per_second": state.examples_seen / max(state.train_seconds, 1e-9),

@@ -251,6 +251,7 @@ def train_sft(config: Config) -> dict:
 
     final = evaluate(model, held_out, config.eval_batch_size, tokenizer.pad_token_id, trainer)
     summary = {**final, "train_examples": len(train), "eval_examples": len(held_out), "steps": state.step,
+               "precision": trainer.precision_name, "processes": trainer.world_size,
                "packed": config.packing, **counts, "train_seconds": round(state.train_seconds, 3),
                "response_tokens_per_second": state.tokens_seen / max(state.train_seconds, 1e-9),
                "model_dir": str(trainer.run.path / "model")}

@@ -35,6 +35,7 @@ from align.denoise import flag_low_strength
 from align.ensemble import fit_bootstrap_heads, fit_reward_model, remove_checkpoints, subset
 from align.rm import score_pairs
 from align.rm_data import RMData
+from align.training.precision import is_main_process
 from align.training.rundir import RunDir
 from align.types import PreferencePair
 
@@ -296,12 +297,10 @@ def compute_strengths(pairs: list[PreferencePair], rm_config, members: int = 8) 
 
 
 def run(config: Config) -> dict:
-    from accelerate import PartialState
-
     from align.rm_data import load_rm_data
     from align.strength_report import compare_estimators, write_strength_report
 
-    main_process = PartialState().is_main_process
+    main_process = is_main_process()
     run_dir = RunDir(config.output_dir)
     if main_process:
         run_dir.save_config(config)

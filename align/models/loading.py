@@ -104,15 +104,16 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
     """Recompute activations in the backward pass, for every transformers model inside `model` (a peft or
     reward/value wrapper included). Non-reentrant checkpointing, so frozen inputs (a LoRA base) need no
     `requires_grad` trick. It acts in train mode only, as transformers implements it."""
-    found = False
+    from transformers import PreTrainedModel
+
     for module in model.modules():
-        if hasattr(module, "gradient_checkpointing_enable") and getattr(module, "supports_gradient_checkpointing",
-                                                                        False):
-            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            found = True
-            break  # the outermost transformers model enables it for its layers
-    if not found:
-        raise ValueError(f"gradient_checkpointing: {type(model).__name__} has no transformers model that supports it")
+        if isinstance(module, PreTrainedModel) and module.supports_gradient_checkpointing:
+            if hasattr(module, "activation_checkpointing_enable"):  # transformers 5 (the old name is deprecated)
+                module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            return  # the outermost transformers model enables it for its layers
+    raise ValueError(f"gradient_checkpointing: {type(model).__name__} has no transformers model that supports it")
 
 
 def disable_dropout(model: torch.nn.Module) -> None:

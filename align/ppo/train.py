@@ -136,6 +136,7 @@ def train_ppo(config: Config, prompts: list[Prompt] | None = None, reward_fn: Re
     metrics = [r for r in run.read_metrics() if r.get("reward") is not None]
     summary.update({
         "steps": state.step, "samples": state.samples,
+        "precision": trainer.precision_name, "processes": trainer.world_size,
         **{f"dropped_{k}": v for k, v in sorted(state.dropped.items())},
         "final_reward": metrics[-1]["reward"] if metrics else None,
         "final_kl": metrics[-1].get("kl") if metrics else None,

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
+from accelerate.state import AcceleratorState, PartialState
 
 from align.config import ConfigError
 
@@ -73,9 +73,20 @@ def make_accelerator(precision: str, grad_accum: int = 1) -> Accelerator:
     if previous is not None and previous != wanted:
         AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(mixed_precision=wanted, gradient_accumulation_steps=grad_accum,
-                              step_scheduler_with_optimizer=False)
+                              step_scheduler_with_optimizer=False, cpu=cpu_processes())
     check_grad_accum(accelerator, grad_accum)
     return accelerator
+
+
+def cpu_processes() -> bool:
+    """Several processes on a machine without CUDA (`torchrun --nproc_per_node 2 -m align.cli ...`): CPU
+    processes that talk over gloo, which accelerate only sets up when told the run is on the CPU."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+def is_main_process() -> bool:
+    """True in the process that writes a run's files (rank 0), for code that holds no `Trainer`."""
+    return PartialState(cpu=cpu_processes()).is_main_process
 
 
 def check_grad_accum(accelerator: Accelerator, grad_accum: int) -> None:

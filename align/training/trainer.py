@@ -127,6 +127,11 @@ class Trainer:
     def bf16(self) -> bool:
         return mixed_precision(self.config.precision) == "bf16"
 
+    @property
+    def precision_name(self) -> str:
+        """What the run computes in: `bf16` or `fp32` (summary.json `precision`)."""
+        return "bf16" if self.bf16 else "fp32"
+
     def weights_dtype(self, trainable: bool) -> torch.dtype:
         return weights_dtype(self.config.precision, trainable)
 
@@ -294,18 +299,27 @@ class Trainer:
                 part.tokenizer.save_pretrained(directory)
         self.wait()
 
+    def _ours(self, models: list) -> list[str]:
+        """Names of the parts among accelerate's `models` (it lists DDP-wrapped models unwrapped)."""
+        listed = [self.accelerator.unwrap_model(model) for model in models]
+        return [name for name, part in self.parts.items()
+                if any(self.accelerator.unwrap_model(part.model) is model for model in listed)]
+
     def _save_models(self, models: list, weights: list, output_dir: str) -> None:
         """accelerate's save hook: our parts are written with `save_pretrained` (HF / peft layout) instead of
         accelerate's flat state dicts. Sharded models (DeepSpeed, FSDP) are saved by accelerate itself."""
-        for name, part in self.parts.items():
-            if any(model is part.model for model in models) and self.is_main:
+        for name in self._ours(models):
+            part = self.parts[name]
+            if self.is_main:
                 self.accelerator.unwrap_model(part.model).save_pretrained(Path(output_dir) / name)
                 if part.tokenizer is not None:
                     part.tokenizer.save_pretrained(Path(output_dir) / name)
         weights.clear()
 
     def _load_models(self, models: list, input_dir: str) -> None:
-        for name, part in self.parts.items():
-            if any(model is part.model for model in models):
-                load_weights(self.accelerator.unwrap_model(part.model), Path(input_dir) / name)
+        for name in self._ours(models):
+            directory = Path(input_dir) / name
+            if not directory.is_dir():
+                raise FileNotFoundError(f"{input_dir}: the checkpoint has no {name}/ to resume {name!r} from")
+            load_weights(self.accelerator.unwrap_model(self.parts[name].model), directory)
         models.clear()
