@@ -130,7 +130,9 @@ def run_programs(prompts: list[Prompt], extractions: list[Extraction], settings:
             index_of[key] = len(requests)
             requests.append(ExecRequest(
                 program=extraction.program, tests=[test_case(t, settings.per_test_wall_s) for t in tests],
-                limits=Limits(wall_s=settings.wall_s), trace_lines=trace_lines))
+                # the reward reads statuses, errors, executed lines and the end of stderr: a 4 KiB excerpt of
+                # the output keeps results small when thousands of completions are scored
+                limits=Limits(wall_s=settings.wall_s, excerpt_bytes=4 << 10), trace_lines=trace_lines))
         keys.append(index_of[key])
     results = run_many(requests, backend=settings.backend, workers=settings.workers, strict=settings.strict,
                        progress=settings.progress) if requests else []
