@@ -20,8 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("align.evaluate", "RM accuracy, pass@k, translation metrics, win/tie/lose"),
     "demo": ("align.demo", "the embedded default, end to end, offline on a CPU"),
     "sandbox": ("sandbox.cli", "`run` a program with tests in the sandbox; `check` this machine's isolation"),
-    "plan": ("align.plan", "per-GPU memory of a config on the meta device: weights, grads, optimizer, activations; "
-                           "fits or not"),
+    "plan": ("align.plan", ("per-GPU memory of a config on the meta device: weights, grads, optimizer, "
+                            "activations; fits or not")),
 }
 
 
