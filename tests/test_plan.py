@@ -121,7 +121,8 @@ def test_llama_7b_counts_exactly(llama7b):
 # --------------------------------------------------------------------------- the shipped 7B configs
 
 
-@pytest.mark.parametrize("config", ["configs/hh/ppo_llama7b_lora.yaml"])
+@pytest.mark.parametrize("config", ["configs/hh/ppo_llama7b_lora.yaml", "configs/code/ppo_llama7b_lora.yaml",
+                                    "configs/translation/ppo_llama7b_lora.yaml"])
 def test_lora_ppo_fits_one_80gb_gpu(config, llama7b):
     result = plan(config, llama7b)
     assert result.command == "ppo" and result.fits, result.total / GIB
