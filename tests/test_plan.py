@@ -167,6 +167,8 @@ def test_accelerate_configs_are_read_and_leave_grad_accum_to_the_trainer():
     assert (zero3.zero_stage, fsdp.kind, fsdp.reshard_after_forward, ddp.kind) == (3, "fsdp", True, "ddp")
     for path in ACCELERATE.glob("*.yaml"):
         assert "gradient_accumulation_steps:" not in path.read_text(), path
+    with pytest.raises(ConfigError, match="distributed_type"):
+        read_strategy(str(ROOT / "configs/hh/rm_llama7b.yaml"))  # a training config, not an accelerate one
 
 
 # --------------------------------------------------------------------------- the command line

@@ -42,7 +42,10 @@ def read_strategy(path: str | None) -> Strategy:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of accelerate keys at the top level")
-    kind = str(data.get("distributed_type", "NO")).upper()
+    if "distributed_type" not in data:
+        raise ConfigError(f"{path}: distributed_type: missing; is this an accelerate config file "
+                          "(`accelerate config --config_file FILE`)?")
+    kind = str(data["distributed_type"]).upper()
     processes = data.get("num_processes", 1)
     if not isinstance(processes, int) or processes < 1:
         raise ConfigError(f"{path}: num_processes: expected a positive integer, got {processes!r}")
