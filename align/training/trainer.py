@@ -180,8 +180,9 @@ class Trainer:
         gradients. Returns the norm before clipping (None without clipping)."""
         part = self.parts[name]
         norm = None
-        if self.config.max_grad_norm > 0:
-            norm = float(self.accelerator.clip_grad_norm_(part.model.parameters(), self.config.max_grad_norm))
+        if self.config.max_grad_norm > 0:  # under DeepSpeed its own `gradient_clipping` clips; the norm may be None
+            norm = self.accelerator.clip_grad_norm_(part.model.parameters(), self.config.max_grad_norm)
+            norm = float(norm) if norm is not None else None
         part.optimizer.step()
         part.scheduler.step()
         part.optimizer.zero_grad(set_to_none=True)

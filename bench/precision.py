@@ -1,0 +1,89 @@
+"""RM training throughput in bf16 against fp32, on this machine's CPU (or GPU), with its bf16 flags recorded.
+
+Same invocation, same MiniLM backbone, same hh-rlhf harmless-base pairs, same token ids, batch size,
+schedule and seed; only `precision` differs. The fp32 run is the peer: the figure is bf16 pairs/s over fp32
+pairs/s, with each run's held-out accuracy beside it (bf16 should not cost accuracy). Whether bf16 is fast
+depends on the CPU: natively computed with AVX512-BF16 or AMX, emulated (slowly) without them.
+
+    .venv/bin/python bench/precision.py [--train 400 --eval 200]     -> bench/results/precision.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+HH_PAIRS = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base" / "pairs.jsonl.gz"
+
+
+def cpu_description() -> dict:
+    """Model name and the bf16-relevant flags of this CPU."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                 platform.processor())
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    return {"cpu": model, "cores": os.cpu_count(),
+            "bf16_flags": sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile", "avx512f", "avx2"})}
+
+
+def train(precision: str, train_file: Path, eval_file: Path, args, output_dir: Path) -> dict:
+    from align import rm
+    from align.config import load_config
+
+    config = load_config(rm.Config, None, [
+        "model=minilm", f"data={train_file}", f"eval_data={eval_file}", f"output_dir={output_dir}",
+        f"batch_size={args.batch_size}", f"max_length={args.max_length}", "epochs=1", "learning_rate=5e-5",
+        "save_steps=0", "log_steps=50", "report=false", "progress=false", f"seed={args.seed}",
+        f"precision={precision}"])
+    summary = rm.train_reward_model(config)
+    return {key: summary[key] for key in ("precision", "train_pairs", "steps", "train_seconds", "pairs_per_second",
+                                          "eval_accuracy", "eval_loss")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train", type=int, default=400)
+    parser.add_argument("--eval", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "precision.json"))
+    args = parser.parse_args()
+
+    import torch
+
+    from align.data import load_preferences
+
+    pairs = load_preferences(str(HH_PAIRS)).pairs[: args.train + args.eval]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name, part in (("train", pairs[: args.train]), ("eval", pairs[args.train:])):
+            with (tmp / f"{name}.jsonl").open("w") as handle:
+                for pair in part:
+                    handle.write(json.dumps({"id": pair.id, "prompt": pair.prompt, "chosen": pair.chosen,
+                                             "rejected": pair.rejected}) + "\n")
+        runs = {precision: train(precision, tmp / "train.jsonl", tmp / "eval.jsonl", args, tmp / precision)
+                for precision in ("fp32", "bf16")}
+    result = {"figure": "RM pairs/s, bf16 over fp32 (same pairs, model, schedule)",
+              "ratio": runs["bf16"]["pairs_per_second"] / runs["fp32"]["pairs_per_second"],
+              "fp32": runs["fp32"], "bf16": runs["bf16"], **cpu_description(),
+              "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "date": time.strftime("%Y-%m-%d"), "command": "python bench/precision.py " + " ".join(sys.argv[1:]),
+              "settings": vars(args)}
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"bf16 {runs['bf16']['pairs_per_second']:.2f} vs fp32 {runs['fp32']['pairs_per_second']:.2f} pairs/s: "
+          f"x{result['ratio']:.2f} on {result['cpu']} ({', '.join(result['bf16_flags'])}); held-out accuracy "
+          f"{runs['bf16']['eval_accuracy']:.3f} vs {runs['fp32']['eval_accuracy']:.3f} -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
