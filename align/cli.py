@@ -12,12 +12,12 @@ import sys
 from align.config import ConfigError, describe, load_config
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "sft": ("align.sft", "supervised fine-tuning of a policy on prompt/response data"),
-    "rm": ("align.rm", "train a reward model (loss variants, contrastive terms, several heads)"),
-    "strength": ("align.strength", "RM ensemble -> preference strength per pair, report, cleaned data"),
+    "sft": ("align.sft.train", "supervised fine-tuning of a policy on prompt/response data"),
+    "rm": ("align.rm.train", "train a reward model (loss variants, contrastive terms, several heads)"),
+    "strength": ("align.rm.strength.annotate", "RM ensemble -> preference strength per pair, report, cleaned data"),
     "ppo": ("align.ppo.train", "PPO-max against a reward model or a domain reward"),
     "iterate": ("align.iterate", "iterative RLHF: sample, MetaRM update, PPO round, repeat"),
-    "eval": ("align.evaluate", "RM accuracy, pass@k, translation metrics, win/tie/lose"),
+    "eval": ("align.eval.evaluate", "RM accuracy, pass@k, translation metrics, win/tie/lose"),
     "demo": ("align.demo", "the embedded default, end to end, offline on a CPU"),
     "sandbox": ("sandbox.cli", "`run` a program with tests in the sandbox; `check` this machine's isolation"),
     "plan": ("align.plan", ("per-GPU memory of a config on the meta device: weights, grads, optimizer, "

@@ -119,21 +119,20 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
-def _coerce(key: str, value: Any, tp: Any) -> Any:
+def coerce(key: str, value: Any, tp: Any) -> Any:
     """Convert `value` to annotation `tp`, or raise ConfigError naming `key`."""
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         options = get_args(tp)
         if value is None and type(None) in options:
             return None
-        errors = []
         for option in options:
             if option is type(None):
                 continue
             try:
-                return _coerce(key, value, option)
-            except ConfigError as error:
-                errors.append(str(error))
+                return coerce(key, value, option)
+            except ConfigError:
+                continue  # the next type may take it; the message below names them all
         raise ConfigError(f"{key}: expected {' or '.join(_type_name(o) for o in options)}, got {value!r}")
     if origin is Literal:
         if value in get_args(tp):
@@ -144,14 +143,14 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a section of keys ({tp.__name__}), got {value!r}")
-        return _build(tp, value, prefix=key + ".")
+        return build(tp, value, prefix=key + ".")
     if origin in (list, tuple):
         (item_type, *_) = get_args(tp) or (Any,)
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
+        return [coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
@@ -184,7 +183,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     raise ConfigError(f"{key}: unsupported config type {tp!r}")
 
 
-def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+def build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     kwargs = {}
@@ -193,11 +192,11 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
             close = difflib.get_close_matches(key, names, n=3)
             hint = f" (did you mean {', '.join(prefix + c for c in close)}?)" if close else ""
             raise ConfigError(f"{prefix}{key}: unknown key{hint}; valid keys: {', '.join(sorted(names))}")
-        kwargs[key] = _coerce(prefix + key, value, hints[key])
+        kwargs[key] = coerce(prefix + key, value, hints[key])
     return cls(**kwargs)
 
 
-def _set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
+def set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
     parts = dotted_key.split(".")
     node = tree
     for part in parts[:-1]:
@@ -235,21 +234,21 @@ def load_config(cls: type, config_file: str | None = None, overrides: list[str] 
             raise ConfigError(f"{config_file}: not valid YAML: {error}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{config_file}: expected a mapping of keys at the top level")
-        for key, value in _flatten(loaded).items():
-            _set_dotted(tree, key, value)
+        for key, value in flatten(loaded).items():
+            set_dotted(tree, key, value)
     for text in overrides or []:
         key, value = parse_override(text)
-        _set_dotted(tree, key, value)
-    config = _build(cls, tree)
+        set_dotted(tree, key, value)
+    config = build(cls, tree)
     validate(config)
     return config
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
-            flat.update(_flatten(value, prefix + key + "."))
+            flat.update(flatten(value, prefix + key + "."))
         else:
             flat[prefix + key] = value
     return flat

@@ -1,11 +1,11 @@
 """`align demo`: the embedded default, end to end, offline on a CPU.
 
 Stages, each writing its own run directory under `output_dir`:
-1. `rm`: a MiniLM reward model on hh-rlhf harmless-base pairs (left truncation, counted skips);
-2. `translation`, `code`: every installed domain that offers a demo (translation: a multi-head RM
-   on MQM pairs, metrics, guards, robustness; code: SmolLM2 on easy and HumanEval CCCS tasks,
-   sandboxed compiler-feedback rewards, pass@1);
-3. `ppo`: PPO-max on SmolLM2 with the code reward, pass@1 on held-out tasks before and after.
+- `rm`: a MiniLM reward model on hh-rlhf harmless-base pairs (left truncation, counted skips);
+- every stage an installed domain offers (`align.types.HasDemo`): `translation` (a multi-head RM on MQM
+  pairs, metrics, guards, robustness), `code` (SmolLM2 on easy and HumanEval CCCS tasks, sandboxed
+  compiler-feedback rewards, pass@1) and `ppo` (PPO-max on SmolLM2 with the code reward, pass@1 on
+  held-out tasks before and after), from the code domain.
 A stage that cannot run here (its data is missing) is reported as skipped with the reason.
 """
 from __future__ import annotations
@@ -15,8 +15,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from align.config import doc
+from align.config import doc, load_config
 from align.registry import available_domains, get_domain
+from align.rm import train as rm
+from align.types import HasDemo
 
 
 @dataclass
@@ -33,14 +35,21 @@ class Config:
 
 def rm_stage(config: Config, output_dir: Path) -> dict:
     """A MiniLM reward model on hh-rlhf pairs: train, evaluate on held-out pairs, report."""
-    from align import rm
-    from align.config import load_config
-
     rm_config = load_config(rm.Config, None, [
         "model=minilm", "domain=hh", f"output_dir={output_dir}", f"max_examples={config.rm_pairs}",
         f"max_length={config.rm_max_length}", "batch_size=8", "epochs=1", "learning_rate=3e-5",
         "save_steps=50", "log_steps=5", f"seed={config.seed}"])
     return rm.run(rm_config)
+
+
+def domain_stage(stage: str):
+    """The demo stage called `stage` of the installed domain that offers it."""
+    for name in available_domains():
+        domain = get_domain(name)
+        if isinstance(domain, HasDemo) and stage in domain.demo_stages():
+            return domain.demo_stages()[stage]
+    offered = [s for n in available_domains() if isinstance(d := get_domain(n), HasDemo) for s in d.demo_stages()]
+    raise LookupError(f"unknown stage {stage!r}; known: rm, {', '.join(offered) or 'no domain stages'}")
 
 
 def _stage_report(summary: dict, stage_dir: Path) -> str:
@@ -59,19 +68,7 @@ def run(config: Config) -> dict:
         stage_dir = root / stage
         print(f"\n=== align demo: stage {stage} -> {stage_dir}")
         try:
-            if stage == "rm":
-                summary = rm_stage(config, stage_dir)
-            elif stage == "ppo":
-                from align.ppo_demo import demo_stage
-
-                summary = demo_stage(stage_dir)
-            elif stage in available_domains():
-                domain = get_domain(stage)
-                if not hasattr(domain, "demo"):
-                    raise LookupError(f"the {stage} domain offers no demo stage")
-                summary = domain.demo(stage_dir)
-            else:
-                raise LookupError(f"unknown stage {stage!r}; known: rm, {', '.join(available_domains())}")
+            summary = rm_stage(config, stage_dir) if stage == "rm" else domain_stage(stage)(stage_dir)
         except (FileNotFoundError, LookupError) as error:
             print(f"align demo: stage {stage} skipped: {error}")
             overview[stage] = {"status": "skipped", "reason": str(error)}

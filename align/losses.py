@@ -79,14 +79,6 @@ def adaptive_margin(strength: torch.Tensor, scale: float, clip: float | None = N
     return margin.clamp(-clip, clip) if clip is not None else margin
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean of `values` over positions where `mask` is true; 0 (with a gradient path) if none are."""
-    if mask is None:
-        return values.mean()
-    mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
-
-
 # =========================================================================== contrastive terms
 # Unsupervised losses added to the RM loss so chosen and rejected responses get distinct features
 # (Wang et al. 2024, "Secrets of RLHF Part II: Reward Modeling", §4). Each takes two "views" of

@@ -16,6 +16,14 @@ import matplotlib.pyplot as plt
 from align.training.rundir import RunDir
 
 
+def save_figure(figure, path: Path) -> Path:
+    """Lay out, write (PNG, 110 dpi) and close a figure."""
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def plot_curves(metrics: list[dict[str, Any]], keys: Sequence[str], path: Path, title: str) -> Path | None:
     """One panel per metric key against `step`; keys never logged are left out. None if nothing to plot."""
     present = [k for k in keys if any(r.get(k) is not None for r in metrics)]
@@ -29,10 +37,7 @@ def plot_curves(metrics: list[dict[str, Any]], keys: Sequence[str], path: Path, 
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
     figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def plot_histogram(values: Sequence[float], path: Path, title: str, xlabel: str, bins: int = 40,
@@ -44,10 +49,7 @@ def plot_histogram(values: Sequence[float], path: Path, title: str, xlabel: str,
     axis.set_title(title)
     axis.set_xlabel(xlabel)
     axis.set_ylabel("pairs")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def summary_table(summary: dict[str, Any]) -> str:

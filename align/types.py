@@ -1,10 +1,13 @@
-"""Types shared by the core, the domains and the sandbox users.
+"""Types shared by the core and the domains: preference pairs, prompts, reward outputs, and the `Domain`
+protocol with its optional capabilities.
 
-Domains import these; the core never imports a domain. See DESIGN.md ("Domain adapters").
+Domains import these; the core never imports a domain: it finds them by name (`align.registry`) and
+checks what an adapter can do with `isinstance(domain, <capability>)`. docs/architecture.md shows where
+each is called.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -46,7 +49,9 @@ class Prompt:
     reference: str | None = None
     """A reference response: the SFT target, a reference translation, a canonical solution."""
     meta: dict[str, Any] = field(default_factory=dict)
-    """Domain data the reward needs (tests, entry point, source language, ...)."""
+    """Domain data the reward needs (tests, entry point, source language, ...). Keys the core reads when
+    generating: `stop` (stop strings for this prompt), `style: completion` (the prompt text as it is, even in
+    a chat-format run), `assistant_prefix` (the start of the answer, written after the chat template)."""
 
 
 @dataclass
@@ -67,7 +72,11 @@ class RewardOutput:
 
 @runtime_checkable
 class Domain(Protocol):
-    """A domain adapter: data for RM training and generation, and an optional programmatic reward."""
+    """A domain adapter: data for RM training and generation, and a programmatic reward.
+
+    `reward` may return `RewardOutput(None)` for a sample it cannot judge. Trainers pass
+    `completion_offsets=` (per completion, the character span of each generated token) so a reward can
+    give per-token masks (FGO); a reward that needs no masks ignores it."""
 
     name: str
 
@@ -80,6 +89,28 @@ class Domain(Protocol):
 
 # --------------------------------------------------------------------------- optional domain capabilities
 # The core checks for these with isinstance(); a domain implements the ones it has.
+
+
+@runtime_checkable
+class CountsSkips(Protocol):
+    """A domain that counts the rows it left out, by reason (reported in summary.json as `skipped_<reason>`)."""
+
+    @property
+    def skipped(self) -> Mapping[str, int]: ...
+
+
+@runtime_checkable
+class Evaluable(Protocol):
+    """A domain with its own `align eval` (code: pass@k; translation: accuracy per aspect, robustness)."""
+
+    def evaluate(self, config: Any, run_dir: Any) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class HasDemo(Protocol):
+    """A domain with stages for `align demo`: stage name -> function(output_dir) -> summary."""
+
+    def demo_stages(self) -> Mapping[str, Callable[[Any], dict[str, Any]]]: ...
 
 
 @runtime_checkable
@@ -100,6 +131,10 @@ class Curriculum(Protocol):
 
 @runtime_checkable
 class Placeable(Protocol):
-    """A domain whose reward runs a model: the trainer tells it the device and dtype to use (the policy's)."""
+    """A domain whose reward runs a model: the trainer tells it the device and dtype to use (the policy's);
+    `scoring_model()` says which model and how it scores (path or None, batch size, max length), for
+    `align plan`."""
 
     def place(self, device: Any, dtype: Any) -> None: ...
+
+    def scoring_model(self) -> tuple[str | None, int, int]: ...

@@ -28,8 +28,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # bench/sandbox.py would shadow the `sandbox` package: drop this script's folder from the import path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from domains.code.domain import task_prompt
 from domains.code.easy import easy_tasks
+from domains.code.prompts import task_prompt
 from domains.code.rewards import RewardSettings, code_rewards, status_counts
 from domains.code.tasks import load_humaneval
 

@@ -54,7 +54,7 @@ def run_one(seed: int, variant: str, args: argparse.Namespace, train_file: Path,
     import torch
 
     from align.config import load_config
-    from align.rm import Config, train_reward_model
+    from align.rm.train import Config, train_reward_model
 
     torch.set_num_threads(args.threads)
     overrides = [f"model={args.model}", f"data={train_file}", f"eval_data={eval_file}", f"seed={seed}",
@@ -88,7 +88,7 @@ def collect_runs(work_dirs: list[Path], seeds: list[int], variants: list[str]) -
     """Figures of every finished run (`<variant>-seed<k>/summary.json`) in `work_dirs`."""
     import yaml
 
-    from align.contrastive import ContrastiveConfig
+    from align.rm.contrastive.term import ContrastiveConfig
 
     runs = []
     for seed in seeds:

@@ -1,7 +1,7 @@
 """Does strength-aware denoising work? Preference strength finds flipped pairs; denoised RMs recover accuracy.
 
 Two kinds of data, fixed train/held-out splits, several seeds (seed = initialisation, data order
-and which training pairs are flipped), a MiniLM RM trained by `align.ensemble.fit_reward_model`
+and which training pairs are flipped), a MiniLM RM trained by `align.rm.strength.ensemble.fit_reward_model`
 (the `align rm` loss and optimiser, without run-directory I/O):
 
 1. controlled: chosen = a human English sentence (ALMA zh-en, English side), rejected = a corrupted
@@ -187,14 +187,14 @@ def roc_auc(labels: list[bool], scores) -> float:
 
 def tokenize(pairs, tokenizer, config):
     from align.data import encode_pair
-    from align.rm_data import RMData
+    from align.rm.data import RMData
 
     return RMData(list(pairs), [encode_pair(tokenizer, p, config.max_length) for p in pairs], ["overall"],
                   tokenizer.pad_token_id)
 
 
 def accuracy_of(model, held_out, config) -> float:
-    from align.rm import evaluate
+    from align.rm.evaluate import evaluate
 
     return evaluate(model, held_out, config.eval_batch_size)["eval_accuracy"]
 
@@ -203,14 +203,18 @@ def train_with_loss(config, pairs, strength, method, seed, held_out, tokenizer, 
     """Held-out accuracy of an RM trained on `pairs` with loss `method` and the given strengths."""
     import torch
 
-    from align.denoise import LossConfig, plan_denoising
-    from align.ensemble import fit_reward_model
+    from align.rm.denoise import LossConfig, plan_denoising
+    from align.rm.strength.ensemble import fit_reward_model
+    from align.rm.train import batch_loss
 
     data = tokenize(pairs, tokenizer, config)
     if method != "bt":
         data.apply_plan(plan_denoising(LossConfig(type=method), strength, torch.full((len(pairs),), float("nan"))))
-    fitted = fit_reward_model(config, data, seed, Path(config.output_dir) / "fits" / method, desc=method,
-                              loss_type=method, model_factory=factory)
+    def loss_fn(model, batch, step):
+        return batch_loss(model, batch, step, method)
+
+    fitted = fit_reward_model(config, data, seed, Path(config.output_dir) / "fits" / method, loss_fn, desc=method,
+                              model_factory=factory)
     return accuracy_of(fitted.model, held_out, config)
 
 
@@ -221,7 +225,8 @@ def run_condition(config, train_pairs, held_out, tokenizer, seed: int, args, fli
                   estimators=ESTIMATORS, clean_pairs=None, factory=None, result=None, save=lambda: None) -> dict:
     """Strengths, flip-detection AUC and every method's held-out accuracy for one (data, seed, noise).
     Fills `result` step by step and calls `save()` after each step (partial results survive a stop)."""
-    from align.strength import run_ensemble, spearman
+    from align.rm.strength.annotate import member_loss
+    from align.rm.strength.ensemble import run_ensemble, spearman
 
     pairs, flipped = inject_flips(train_pairs, flip_rate, seed) if flip_rate else (train_pairs, None)
     data = tokenize(pairs, tokenizer, config)
@@ -230,7 +235,8 @@ def run_condition(config, train_pairs, held_out, tokenizer, seed: int, args, fli
     scores = {}
     for name in estimators:
         started = time.perf_counter()
-        scores[name] = run_ensemble(config, data, held_out, name, args.members, args.folds, seed, factory)
+        scores[name] = run_ensemble(config, data, held_out, name, args.members, member_loss, args.folds, seed,
+                                    factory)
         result[f"{name}_seconds"] = round(time.perf_counter() - started, 1)
         result[f"{name}_negative_fraction"] = (scores[name].mean < 0).float().mean().item()
         result[f"{name}_mean_std"] = scores[name].std.mean().item()
@@ -324,8 +330,8 @@ def main() -> int:
 
     from align.data import load_preferences, split_train_eval
     from align.models import load_tokenizer
-    from align.rm import Config
-    from align.strength_report import write_strength_report
+    from align.rm.strength.report import write_strength_report
+    from align.rm.train import Config
     from align.training.rundir import RunDir
 
     config = Config(model=args.model, max_length=args.max_length, batch_size=args.batch_size,

@@ -36,8 +36,8 @@ def cpu_description() -> dict:
 
 
 def train(precision: str, train_file: Path, eval_file: Path, args, output_dir: Path) -> dict:
-    from align import rm
     from align.config import load_config
+    from align.rm import train as rm
 
     config = load_config(rm.Config, None, [
         "model=minilm", f"data={train_file}", f"eval_data={eval_file}", f"output_dir={output_dir}",

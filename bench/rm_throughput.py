@@ -37,8 +37,8 @@ def write_jsonl(pairs, path: Path) -> None:
 
 
 def run_ours(train_file: Path, eval_file: Path, args, output_dir: Path) -> dict:
-    from align import rm
     from align.config import load_config
+    from align.rm import train as rm
 
     config = load_config(rm.Config, None, [
         "model=minilm", f"data={train_file}", f"eval_data={eval_file}", f"output_dir={output_dir}",
@@ -112,7 +112,7 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     from align.data import load_preferences, split_train_eval
-    from align.evaluate import evaluate_reward_model
+    from align.eval.evaluate import evaluate_reward_model
     from align.models import RewardModel, load_tokenizer
 
     hf_logging.set_verbosity_error()

@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--name", default=None, help="results file name (default: translation_rm[_<model>])")
     args = parser.parse_args()
 
-    from align.rm import Config, train_reward_model
+    from align.rm.train import Config, train_reward_model
     from domains.translation.domain import TranslationDomain
     from domains.translation.evaluate import evaluate_translation
 

@@ -1,4 +1,4 @@
-"""Hardened execution of untrusted, model-written programs (see DESIGN.md, "Sandbox").
+"""Hardened execution of untrusted, model-written programs (the contract: README.md, "Sandbox").
 
     from sandbox import ExecRequest, TestCase, Limits, run, run_many, get_backend
     result = run(ExecRequest("def f(a, b):\n    return a + b\n", [TestCase.call_expr("f(1, 2)", 3)]))

@@ -214,7 +214,7 @@ def reap_stale() -> int:
                 continue
             for name in os.listdir(top):
                 owner = name.split("-", 1)[0]
-                if not owner.isdigit() or _alive(int(owner)):
+                if not owner.isdigit() or process_alive(int(owner)):
                     continue
                 path = os.path.join(top, name)
                 if os.path.isdir(path):
@@ -234,7 +234,7 @@ def leftover_cgroups(owner: int | None = None) -> list[str]:
     return found
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
         return True

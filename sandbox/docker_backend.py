@@ -18,7 +18,7 @@ import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-from .cgroups import _alive
+from .cgroups import process_alive
 from .results import build_result, sandbox_error
 from .types import ExecRequest, ExecResult, SandboxError
 from .worker import FrameReader, WorkerDead, encode_frame
@@ -64,7 +64,7 @@ def reap_stale(client) -> int:
     for container in our_containers(client):
         labels = container.labels or {}
         owner = labels.get(f"{LABEL}.owner", "")
-        if labels.get(f"{LABEL}.host") == hostname and owner.isdigit() and _alive(int(owner)):
+        if labels.get(f"{LABEL}.host") == hostname and owner.isdigit() and process_alive(int(owner)):
             continue
         if labels.get(f"{LABEL}.host") != hostname and container.status == "running":
             continue  # another machine's daemon client: not ours to judge

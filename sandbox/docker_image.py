@@ -58,7 +58,7 @@ def rootfs_entries() -> list[tuple[str, str | None, bytes | None]]:
                 entries[path] = (path, None)
     for lib in _shared_libraries([python, *dynload]):
         entries[lib] = (os.path.realpath(lib), None)
-    for name in ("zygote.py", "zygote_child.py", "zygote_cleanup.py", "harness.py"):
+    for name in ("zygote.py", "zygote_io.py", "zygote_child.py", "zygote_cleanup.py", "harness.py"):
         entries[f"/sandbox/{name}"] = (os.path.join(RUNTIME_DIR, name), None)
     return sorted((path, host, data) for path, (host, data) in entries.items())
 

@@ -9,7 +9,7 @@ import signal
 from typing import Any
 
 from .runtime.harness import clip_text, stdout_digest, stdout_lines
-from .types import STATUS_PRECEDENCE, ExecRequest, ExecResult, TestCase, TestResult, _jsonable
+from .types import STATUS_PRECEDENCE, ExecRequest, ExecResult, TestCase, TestResult, jsonable
 
 ERROR_TYPE_BYTES, TEST_MESSAGE_BYTES, RESULT_MESSAGE_BYTES = 200, 2000, 4000  # in the result's JSON
 
@@ -211,7 +211,7 @@ def bound_actuals(results: list[TestResult], tests: list[TestCase], budget: int)
     for result, test in zip(results, tests):
         if result.actual is None:
             continue
-        size = len(json.dumps(_jsonable(result.actual)))
+        size = len(json.dumps(jsonable(result.actual)))
         if size <= budget:
             budget -= size
         else:

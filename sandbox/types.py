@@ -1,4 +1,4 @@
-"""Requests and results of the sandbox (the contract in DESIGN.md, "Sandbox")."""
+"""Requests and results of the sandbox (the contract: README.md, "Sandbox")."""
 from __future__ import annotations
 
 import json
@@ -183,14 +183,14 @@ class ExecResult:
     def to_dict(self) -> dict:
         data = asdict(self)
         for test in data["tests"]:
-            test["actual"] = _jsonable(test["actual"])
+            test["actual"] = jsonable(test["actual"])
         return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     try:
         json.dumps(value, allow_nan=False)
         return value

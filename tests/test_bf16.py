@@ -10,10 +10,11 @@ import random
 import pytest
 import torch
 
-from align import rm, sft
 from align.config import load_config
 from align.ppo import Config as PPOConfig
 from align.ppo import train_ppo
+from align.rm import train as rm
+from align.sft import train as sft
 from align.types import Prompt, RewardOutput
 
 
@@ -55,7 +56,7 @@ def test_lora_reward_model_in_bf16_with_gradient_checkpointing(pairs_file, tmp_p
                        "lora.enabled=true", "lora.target_modules=[query,value]", "lora.r=4", "learning_rate=1e-2")
     trainer_dtypes = {}
 
-    from align.rm import build_reward_model
+    from align.rm.train import build_reward_model
     from align.training import Trainer
 
     model = build_reward_model(config, Trainer(config, output_dir=tmp_path / "probe"))

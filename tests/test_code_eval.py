@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from align.evaluate import Config, run
+from align.eval.evaluate import Config, run
 from domains.code.tasks import HUMANEVALPLUS_PATH, MBPPPLUS_PATH, load_humanevalplus, load_mbppplus
 
 
@@ -66,7 +66,7 @@ def test_mbpp_contract_tuples_are_passed_as_tuples(tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.skipif(not Path(HUMANEVALPLUS_PATH).exists(), reason="../shared/data/code is not present")
 def test_real_humanevalplus_and_mbppplus_canonical_solutions_pass():
-    from domains.code.domain import task_prompt
+    from domains.code.prompts import task_prompt
     from domains.code.rewards import RewardSettings, code_rewards
 
     for tasks in (load_humanevalplus(max_tests=20), load_mbppplus(MBPPPLUS_PATH, max_tests=20)):

@@ -4,7 +4,7 @@ import typing
 import pytest
 
 from align.config import ConfigError, TrainConfig, load_config, parse_override
-from align.rm import Config as RMConfig
+from align.rm.train import Config as RMConfig
 
 
 def test_overrides_reach_nested_fields_and_coerce_types(tmp_path):

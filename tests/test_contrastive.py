@@ -8,13 +8,9 @@ import torch
 
 from align import losses
 from align.config import ConfigError, load_config
-from align.contrastive import (
-    ContrastiveConfig,
-    ContrastiveTerm,
-    feature_separability,
-    linear_probe_accuracy,
-    pca_2d,
-)
+from align.rm.contrastive.report import pca_2d
+from align.rm.contrastive.separability import feature_separability, linear_probe_accuracy
+from align.rm.contrastive.term import ContrastiveConfig, ContrastiveTerm
 
 # --------------------------------------------------------------------------- feature builders
 
@@ -162,7 +158,7 @@ def test_defaults_follow_the_reference():
 
 
 def test_config_errors_name_the_key():
-    from align.rm import Config
+    from align.rm.train import Config
 
     with pytest.raises(ConfigError, match="contrastive.method"):
         load_config(Config, None, ["contrastive.method=moco"])
@@ -309,8 +305,8 @@ def test_swav_prototypes_are_trained_and_resume_from_checkpoints(tmp_path):
     pytest.importorskip("align.models", reason="align.models (RewardModel) has not landed yet")
     import shutil
 
-    from align.contrastive import ContrastiveRewardModel
-    from align.rm import Config, train_reward_model
+    from align.rm.contrastive.term import ContrastiveRewardModel
+    from align.rm.train import Config, train_reward_model
 
     data = write_pairs(tmp_path / "pairs.jsonl")
     common = ["model=tiny-bert", f"data={data}", "batch_size=4", "eval_fraction=0.25", "max_length=48",

@@ -1,4 +1,4 @@
-"""align/data.py: every loader and row format, counted skips, left truncation, batching, collation."""
+"""align.data and align.training.batches: every loader and row format, counted skips, left truncation, batching, collation."""
 import gzip
 import json
 from pathlib import Path
@@ -168,9 +168,8 @@ def malformed_file(tmp_path):
 def test_malformed_rows_are_skipped_and_counted_by_reason(tmp_path):
     data = load_preferences(malformed_file(tmp_path))
     assert [p.source.rsplit(":", 1)[1] for p in data.pairs] == ["1", "9"]
-    assert data.skipped_summary() == {"skipped_bad_json": 1, "skipped_bad_utf8": 1, "skipped_bad_format": 0,
-                                      "skipped_missing_field": 2, "skipped_empty_response": 1,
-                                      "skipped_identical_responses": 1}
+    assert dict(data.skipped) == {"bad_json": 1, "bad_utf8": 1, "missing_field": 2, "empty_response": 1,
+                                  "identical_responses": 1}
 
 
 @pytest.mark.parametrize("first_bad_line, expected", [

@@ -1,4 +1,4 @@
-"""`align demo`: stages dispatch to the domains' demo(), a stage that cannot run is skipped with its reason."""
+"""`align demo`: stages dispatch to the domains' demo stages, a stage that cannot run is skipped with its reason."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,10 @@ from align import demo
 
 
 class DemoDomain:
-    def demo(self, output_dir):
+    def demo_stages(self):
+        return {"fake": self.fake}
+
+    def fake(self, output_dir):
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "report.md").write_text("# demo\n")
         return {"pass@1": 0.5, "nested": {"not": "flat"}}
@@ -24,14 +27,16 @@ def test_stages_run_skip_and_write_the_overview(tmp_path, monkeypatch, capsys):
     overview = demo.run(demo.Config(output_dir=str(tmp_path), stages=["fake", "plain", "nope"]))
     assert overview["fake"]["status"] == "done" and overview["fake"]["pass@1"] == 0.5
     assert overview["fake"]["report"] == str(tmp_path / "fake" / "report.md") and "nested" not in overview["fake"]
-    assert overview["plain"] == {"status": "skipped", "reason": "the plain domain offers no demo stage"}
-    assert overview["nope"]["status"] == "skipped" and "unknown stage 'nope'" in overview["nope"]["reason"]
+    assert overview["plain"]["status"] == "skipped" and "unknown stage 'plain'" in overview["plain"]["reason"]
+    assert overview["nope"]["status"] == "skipped" and "known: rm, fake" in overview["nope"]["reason"]
     assert json.loads((tmp_path / "overview.json").read_text()) == overview
     assert str(tmp_path / "fake" / "report.md") in capsys.readouterr().out
 
 
 def test_the_shipped_domains_offer_a_demo_stage():
+    from align.types import HasDemo
     from domains.code import CodeDomain
     from domains.translation import TranslationDomain
 
-    assert callable(TranslationDomain.demo) and callable(CodeDomain.demo)
+    assert isinstance(TranslationDomain(), HasDemo) and set(TranslationDomain().demo_stages()) == {"translation"}
+    assert isinstance(CodeDomain(), HasDemo) and set(CodeDomain().demo_stages()) == {"code", "ppo"}

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from align.denoise import LossConfig, flag_low_strength, plan_denoising
+from align.rm.denoise import LossConfig, flag_low_strength, plan_denoising
 
 NAN = float("nan")
 

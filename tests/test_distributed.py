@@ -162,7 +162,7 @@ def test_strength_two_processes_match_one(pairs_file, tmp_path):
 
 @pytest.mark.parametrize("method", ["simcse", "swav"])
 def test_contrastive_negatives_are_gathered_across_processes(tmp_path, method):
-    from align.contrastive import ContrastiveConfig, ContrastiveTerm
+    from align.rm.contrastive.term import ContrastiveConfig, ContrastiveTerm
 
     launch([str(HERE / "contrastive_gather.py"), str(tmp_path), method], 2)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

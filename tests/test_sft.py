@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from align.models import load_tokenizer
-from align.sft import IGNORE, Config, Example, collate, encode_example, pack, response_loss, train_sft
+from align.sft.data import IGNORE, Example, collate, encode_example, pack
+from align.sft.train import Config, response_loss, train_sft
 from align.types import Prompt
 
 

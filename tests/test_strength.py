@@ -9,20 +9,18 @@ import torch
 from align import losses
 from align.config import ConfigError, load_config
 from align.data import load_preferences
-from align.denoise import flag_low_strength
-from align.ensemble import bootstrap_heads_loss, bootstrap_weights
-from align.rm import Step
-from align.strength import (
-    STRENGTH_FIELDS,
-    Config,
+from align.rm.denoise import flag_low_strength
+from align.rm.fit import Step
+from align.rm.strength.annotate import STRENGTH_FIELDS, Config, annotated_rows, cleaned_rows
+from align.rm.strength.ensemble import (
     EnsembleScores,
-    annotated_rows,
-    cleaned_rows,
+    bootstrap_heads_loss,
+    bootstrap_weights,
     fold_ids,
     member_plan,
     strength_statistics,
 )
-from align.strength_report import strength_groups, strength_slices
+from align.rm.strength.report import strength_groups, strength_slices
 from align.types import PreferencePair
 
 

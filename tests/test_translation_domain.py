@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from align.data import data_dirs
+from align.data import splits as data_locations
 from align.registry import get_domain
 from align.types import Prompt
 from domains.translation import TranslationDomain
-from domains.translation import domain as domain_module
 from domains.translation.mqm import COLUMNS
 
 SYSTEMS = {  # system -> (category, severity) of its single error, or none
@@ -58,7 +59,7 @@ def test_data_resolution_order_and_clear_error(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("ALIGN_DATA_DIR", str(data_dir.parent))
     assert TranslationDomain().resolve_data_dir() == data_dir
     monkeypatch.delenv("ALIGN_DATA_DIR")
-    monkeypatch.setattr(domain_module, "checkout_root", lambda: tmp_path / "nowhere" / "main")
+    monkeypatch.setattr(data_locations, "checkout_root", lambda: tmp_path / "nowhere" / "main")
     with pytest.raises(FileNotFoundError, match="translation data not found; looked in .*nowhere"):
         TranslationDomain().preferences("train")
 
@@ -145,7 +146,7 @@ def test_user_preference_file_replaces_mqm(tmp_path):
 
 
 def test_align_eval_without_a_reward_model(data_dir, tmp_path):
-    from align.evaluate import Config, run
+    from align.eval.evaluate import Config, run
 
     config = Config(model=str(tmp_path / "not-a-dir"), domain="translation", output_dir=str(tmp_path / "eval"),
                     domain_options={"data_dir": str(data_dir), "test_docs": ["talk.2", "talk.3"]})
@@ -171,7 +172,7 @@ def test_prompt_objects_without_meta_are_parsed(data_dir):
 def test_reward_and_eval_with_a_multi_head_reward_model(data_dir, tmp_path):
     """An (untrained) tiny 4-head RM saved like `align rm` saves it: heads are scored, normalised on
     calibration translations, combined, and evaluated per aspect."""
-    from align.evaluate import Config, run
+    from align.eval.evaluate import Config, run
     from align.models import load_reward_model
 
     heads = ["overall", "faithfulness", "expressiveness", "elegance"]
@@ -227,7 +228,7 @@ def test_reward_model_conditioned_on_the_reference(data_dir, tmp_path):
 def test_configs_load():
     from align.config import load_config
     from align.ppo.config import Config as PPOConfig
-    from align.rm import Config as RMConfig
+    from align.rm.train import Config as RMConfig
 
     root = Path(__file__).resolve().parents[1] / "configs" / "translation"
     rm = load_config(RMConfig, str(root / "rm_minilm.yaml"), [])
@@ -243,11 +244,11 @@ def test_configs_load():
 @pytest.mark.slow
 def test_demo_stage_on_the_real_data(tmp_path):
     """The `make demo` stage end to end (tiny backbone, a few steps) on the shared MQM data."""
-    if not (domain_module.checkout_root().parent / "shared" / "data" / "translation" / "mqm-ted-zhen").is_dir():
+    if not (data_dirs("translation")[-1] / "mqm-ted-zhen").is_dir():
         pytest.skip(reason="real MQM data not found in ../shared/data/translation")
-    from domains.translation import demo_stage
+    from domains.translation.demo import demo_stage
 
-    summary = demo_stage(tmp_path, model="tiny-bert", train_pairs=32, eval_pairs=16, eval_sources=4, max_steps=2,
+    summary = demo_stage(TranslationDomain(), tmp_path, model="tiny-bert", train_pairs=32, eval_pairs=16, eval_sources=4, max_steps=2,
                          progress=False)
     assert summary["sources"] == 4 and summary["rm_steps"] == 2
     assert 0.0 <= summary["rm_overall_acc_eq"] <= 1.0 and summary["robustness_cases"] > 0

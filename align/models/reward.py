@@ -237,13 +237,13 @@ def score_texts(model: RewardModel, texts: list[str], batch_size: int = 16, max_
     """Rewards [len(texts), num_heads] of whole texts, in eval mode without gradients. Texts longer
     than `max_length` tokens lose their BEGINNING (the end, where responses are, is kept); special
     tokens such as CLS/SEP stay."""
-    from align.data import _encode_left_truncated
+    from align.data import encode_left_truncated
 
     tokenizer = model.tokenizer
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    encoded = [_encode_left_truncated(tokenizer, "", text, max_length)[0] for text in texts]
+    encoded = [encode_left_truncated(tokenizer, "", text, max_length)[0] for text in texts]
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))  # similar lengths batch together
     scores = torch.empty(len(texts), model.num_heads)
     try:

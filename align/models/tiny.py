@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from align.models.packages import minilm_path
+
 TINY_KINDS = ("tiny-bert", "tiny-llama")
 SEED = 1234
 
@@ -103,8 +105,6 @@ def create_tiny_model(kind: str, directory) -> str:
     directory.mkdir(parents=True, exist_ok=True)
     if kind == "tiny-bert":
         from transformers import AutoTokenizer
-
-        from align.models.embedded import minilm_path
 
         tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     else:

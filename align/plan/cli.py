@@ -17,12 +17,13 @@ from typing import Any, Literal
 
 import yaml
 
-from align.config import ConfigError, _build, _flatten, _set_dotted, describe, doc, parse_override, validate
+from align.config import ConfigError, build, describe, doc, flatten, parse_override, set_dotted, validate
 from align.plan import memory as M
 from align.plan.accelerate import read_strategy
 from align.plan.planner import PLANNERS, Held, Phase, Run, state_rows
 
-COMMAND_MODULES = {"rm": "align.rm", "sft": "align.sft", "ppo": "align.ppo.config", "strength": "align.strength"}
+COMMAND_MODULES = {"rm": "align.rm.train", "sft": "align.sft.train", "ppo": "align.ppo.config",
+                   "strength": "align.rm.strength.annotate"}
 FLAGS = {"--config": "config", "--accelerate": "accelerate", "--gpu-memory": "gpu_memory",
          "--model-config": "model_config", "--command": "command", "--json-file": "json_file"}
 
@@ -127,10 +128,10 @@ def read_tree(path: str, overrides: list[str]) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     tree: dict[str, Any] = {}
-    for key, value in _flatten(loaded).items():
-        _set_dotted(tree, key, value)
+    for key, value in flatten(loaded).items():
+        set_dotted(tree, key, value)
     for text in overrides:
-        _set_dotted(tree, *parse_override(text))
+        set_dotted(tree, *parse_override(text))
     return tree
 
 
@@ -169,7 +170,7 @@ def training_config(command: str, tree: dict[str, Any]) -> tuple[Any, bool]:
         checkpointing = tree.pop("gradient_checkpointing", False)
         if not isinstance(checkpointing, bool):
             raise ConfigError(f"gradient_checkpointing: expected true or false, got {checkpointing!r}")
-    config = _build(cls, tree)
+    config = build(cls, tree)
     validate(config)
     return config, bool(getattr(config, "gradient_checkpointing", checkpointing))
 
@@ -293,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity_error()  # building models on the meta device is not news
     try:
         values, overrides = parse_args(argv)
-        settings = _build(Config, values)
+        settings = build(Config, values)
         validate(settings)
         plan = make_plan(settings, overrides)
     except ConfigError as error:

@@ -8,11 +8,12 @@ Gradients count as persistent (they live from the first micro-batch to the optim
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from dataclasses import dataclass, field
 
 from align.plan import memory as M
 from align.plan.shapes import ModelShape, find_config, is_classifier_config, model_shape
+from align.registry import get_domain
+from align.types import Placeable
 
 
 @dataclass(frozen=True)
@@ -219,15 +220,12 @@ def plan_sft(config, run: Run) -> tuple[list, list]:
 
 
 def _translation_rm(config) -> tuple[str | None, int, int]:
-    """The translation domain's own reward model (domain_options.reward_model) and its scoring batch."""
-    if config.domain != "translation" or not config.domain_reward:
+    """The model a domain's reward runs (the translation domain's `domain_options.reward_model`), its scoring
+    batch and length, for a domain that is `Placeable`."""
+    if not config.domain_reward:
         return None, 0, 0
-    from domains.translation.domain import TranslationDomain
-
-    defaults = {k: p.default for k, p in inspect.signature(TranslationDomain.__init__).parameters.items()}
-    options = config.domain_options
-    return (options.get("reward_model"), int(options.get("batch_size", defaults["batch_size"])),
-            int(options.get("max_length", defaults["max_length"])))
+    domain = get_domain(config.domain, **config.domain_options)
+    return domain.scoring_model() if isinstance(domain, Placeable) else (None, 0, 0)
 
 
 def plan_ppo(config, run: Run) -> tuple[list, list]:

@@ -120,8 +120,7 @@ def train_ppo(config: Config, prompts: list[Prompt] | None = None, reward_fn: Re
             stop_reason = str(error)
             print(f"\nalign ppo: stopped at step {state.step + 1}: {stop_reason}", file=sys.stderr)
             break
-        state.step += 1
-        state.train_seconds += time.perf_counter() - started
+        trainer.end_step(state, started)
         progress.update(1)
         progress.set_postfix(reward=f"{stats['reward']:.3f}", kl=f"{stats.get('kl', float('nan')):.3f}")
         if state.step % config.log_steps == 0 or state.step == total_steps:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -187,6 +188,13 @@ class Trainer:
         part.scheduler.step()
         part.optimizer.zero_grad(set_to_none=True)
         return norm
+
+    def end_step(self, state: TrainState, started: float) -> float:
+        """Count an optimizer step taken since `started` (a `time.perf_counter()`); returns the next start."""
+        now = time.perf_counter()
+        state.step += 1
+        state.train_seconds += now - started
+        return now
 
     def learning_rate(self, name: str) -> float:
         return self.parts[name].scheduler.get_last_lr()[0]

@@ -1,11 +1,12 @@
 """The code domain: compiler-feedback rewards from sandboxed execution (StepCoder / RLTF), the
 CCCS curriculum, FGO masks, execution-labelled preference pairs and pass@k evaluation.
 
-Modules: `tasks` (task sets and loaders), `easy` (the generated easy set), `extract` (completion ->
-program), `rewards` (schemes), `fgo`, `cccs`, `pairs`, `passk`, `evaluate` (`align eval`),
-`shims` (TRL / OpenRLHF / verl), `demo` (`make demo` stage).
+Modules: `domain` (the adapter), `tasks` (task sets and loaders), `easy` (the generated easy set),
+`sources` (every task set by name), `prompts` (tasks as prompts), `extract` (completion -> program),
+`rewards` (schemes), `fgo`, `cccs`, `pairs`, `passk`, `evaluate` (`align eval`), `shims` (TRL / OpenRLHF /
+verl), `demo` and `ppo_demo` (`align demo` stages).
 """
-from domains.code.demo import demo_stage
-from domains.code.domain import CodeDomain, task_prompt
+from domains.code.domain import CodeDomain
+from domains.code.prompts import task_prompt
 
-__all__ = ["CodeDomain", "demo_stage", "task_prompt"]
+__all__ = ["CodeDomain", "task_prompt"]

@@ -10,9 +10,9 @@ import json
 import time
 from pathlib import Path
 
-from domains.code.domain import task_prompt
 from domains.code.easy import easy_tasks, split_easy
 from domains.code.evaluate import sample
+from domains.code.prompts import task_prompt
 from domains.code.rewards import RewardSettings, code_rewards, status_counts
 from domains.code.tasks import load_humaneval
 

@@ -13,68 +13,18 @@ which the generator must append after the chat template).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
+from align.data import load_preferences, split_train_eval
 from align.types import PreferencePair, Prompt, RewardOutput
-from domains.code.cccs import CCCSSchedule, Curriculum, stage_prompt
+from domains.code.cccs import CCCSSchedule, Curriculum
 from domains.code.easy import split_easy
+from domains.code.prompts import CCCSPrompts, task_prompt
 from domains.code.rewards import RewardSettings, code_rewards
-from domains.code.tasks import CodeTask, load_tasks
+from domains.code.sources import load_tasks
+from domains.code.tasks import CodeTask
 
 log = logging.getLogger(__name__)
-
-CHAT_INSTRUCTION = "Complete this Python function. Answer with the whole function in a ```python code block."
-COMPLETION_STOP = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert", "\n```"]
-"""Stop strings for completion style: a new top-level statement ends the function (HumanEval practice)."""
-CHAT_STOP = ["\n```\n"]
-"""Chat answers end at the closing fence (the explanation that usually follows is not needed)."""
-
-
-def chat_text(task: CodeTask) -> str:
-    return f"{CHAT_INSTRUCTION}\n\n```python\n{task.prompt}```"
-
-
-def task_prompt(task: CodeTask, style: str = "chat", fraction: float = 0.0) -> Prompt:
-    """The Prompt for `task`: `meta` carries what the reward needs (tests, entry point, code prompt).
-
-    With `fraction > 0` (a CCCS stage) the code so far is the prompt plus that share of the canonical
-    solution: in completion style it is the prompt text; in chat style it is `meta["assistant_prefix"]`,
-    the start of the assistant's answer (a ```python fence and the code) that the generator appends
-    after the chat template, so an instruct model continues the code inside its own answer."""
-    meta: dict[str, Any] = {"task_id": task.task_id, "entry_point": task.entry_point, "tests": task.tests,
-                            "atol": task.atol}
-    code_prompt, prefix = stage_prompt(task, fraction) if fraction > 0 else (task.prompt, "")
-    if fraction > 0:
-        meta.update(cccs_prefix=prefix, cccs_fraction=fraction)
-    if style == "completion":
-        meta.update(code_prompt=code_prompt, continuation=True if fraction > 0 else None, style="completion",
-                    stop=COMPLETION_STOP)
-        reference = task.canonical_solution[len(prefix):]
-        return Prompt(prompt=code_prompt, id=task.task_id, reference=reference, meta=meta)
-    if fraction > 0:
-        meta.update(code_prompt=code_prompt, continuation=True, style="chat", stop=["\n```"],
-                    assistant_prefix="```python\n" + code_prompt)
-        return Prompt(prompt=chat_text(task), id=task.task_id, reference=task.canonical_solution[len(prefix):],
-                      meta=meta)
-    meta.update(code_prompt=task.prompt, continuation=None, style="chat", stop=CHAT_STOP)
-    return Prompt(prompt=chat_text(task), id=task.task_id, reference=task.prompt + task.canonical_solution, meta=meta)
-
-
-class CCCSPrompts:
-    """Prompts of the current CCCS stage, built when iterated (so the stage may change mid-run)."""
-
-    def __init__(self, tasks: list[CodeTask], curriculum: Curriculum, style: str):
-        self.tasks, self.curriculum, self.style = tasks, curriculum, style
-
-    def __len__(self) -> int:
-        return len(self.tasks)
-
-    def __iter__(self) -> Iterator[Prompt]:
-        for task in self.tasks:
-            prompt = task_prompt(task, self.style, self.curriculum.fraction)
-            prompt.meta["cccs_fraction"] = self.curriculum.fraction  # marks it for the curriculum, 0.0 included
-            yield prompt
 
 
 class CodeDomain:
@@ -128,8 +78,6 @@ class CodeDomain:
 
     def preferences(self, split: str) -> list[PreferencePair]:
         """Execution-labelled pairs from the configured file (`domain_options.pairs=...`)."""
-        from align.data import load_preferences, split_train_eval
-
         if not self.pairs_path:
             raise ValueError(
                 "code domain: no preference pairs configured. Make them by running a policy on the tasks:\n"
@@ -171,11 +119,13 @@ class CodeDomain:
     def log(self) -> dict[str, float]:
         return self.curriculum.log() if self.curriculum is not None else {}
 
-    def demo(self, output_dir: Any) -> dict:
-        """The `make demo` stage: SmolLM2 on held-out easy tasks and HumanEval CCCS subtasks, rewards, pass@1."""
+    def demo_stages(self) -> dict:
+        """`align demo` stages (align.types.HasDemo): `code`, SmolLM2 on held-out easy tasks and HumanEval CCCS
+        subtasks with the sandboxed reward; `ppo`, SmolLM2 trained on the easy tasks with compiler feedback."""
         from domains.code.demo import demo_stage
+        from domains.code.ppo_demo import demo_stage as ppo_stage
 
-        return demo_stage(output_dir)
+        return {"code": demo_stage, "ppo": ppo_stage}
 
     def evaluate(self, config: Any, run_dir: Any) -> dict:
         """`align eval domain=code`: pass@k for `config.model`, per-status counts, report.md + PNG."""

@@ -40,7 +40,7 @@ def task_label(task: CodeTask) -> str:
 
 @lru_cache(maxsize=4)
 def _tasks_by_id(sources: str) -> dict[str, CodeTask]:
-    from domains.code.tasks import load_tasks
+    from domains.code.sources import load_tasks
 
     return {task.task_id: task for source in sources.split(",") if source for task in load_tasks(source)}
 

@@ -1,12 +1,10 @@
 """Where the hh-rlhf files are, and how one file becomes a train and a test split."""
 from __future__ import annotations
 
-import hashlib
-import os
 from collections import Counter
 from pathlib import Path
 
-from align.data import DataError, PreferenceData, load_preferences
+from align.data import DATA_DIR_ENV, DataError, PreferenceData, data_dirs, in_test_split, load_preferences
 from align.types import PreferencePair
 
 SUBSETS = ("helpful-base", "harmless-base", "helpful-online", "helpful-rejection-sampled")
@@ -14,23 +12,11 @@ SPLITS = ("train", "test")
 HUB_ID = "Anthropic/hh-rlhf"
 SPLIT_FILES = {split: (f"{split}.jsonl.gz", f"{split}.jsonl") for split in SPLITS}  # the hub's file names
 SINGLE_FILES = ("pairs.jsonl.gz", "pairs.jsonl")
-DATA_DIR_ENV = "ALIGN_DATA_DIR"
-
-
-def checkout_root() -> Path:
-    """The directory containing the `align` package (the project checkout for an editable install)."""
-    import align
-
-    return Path(align.__file__).resolve().parent.parent
 
 
 def candidate_dirs(subset: str) -> list[Path]:
     """Local places searched for a subset when no `data=` is given, in order."""
-    dirs = []
-    if os.environ.get(DATA_DIR_ENV):
-        dirs.append(Path(os.environ[DATA_DIR_ENV]) / "hh-rlhf" / subset)
-    dirs.append(checkout_root().parent / "shared" / "data" / "hh-rlhf" / subset)
-    return dirs
+    return [directory / subset for directory in data_dirs("hh-rlhf")]
 
 
 def find_files(directory: Path) -> dict[str, Path] | None:
@@ -52,15 +38,10 @@ def find_files(directory: Path) -> dict[str, Path] | None:
     return None
 
 
-def in_test_split(pair_id: str, eval_fraction: float, seed: int) -> bool:
-    """A pair's split is a function of its id and the seed alone: stable across runs, machines and file order."""
-    digest = hashlib.sha1(f"{seed}:{pair_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction
-
-
 def split_by_id(data: PreferenceData, split: str, eval_fraction: float, seed: int) -> PreferenceData:
+    """A pair's split is a function of its id and the seed alone: stable across runs, machines and file order."""
     want_test = split == "test"
-    pairs = [p for p in data.pairs if in_test_split(p.id, eval_fraction, seed) == want_test]
+    pairs = [p for p in data.pairs if in_test_split(f"{seed}:{p.id}", eval_fraction) == want_test]
     # The file's skip counts are reported with both splits: they describe the file, not a split.
     return PreferenceData(pairs=pairs, skipped=Counter(data.skipped), source=f"{data.source} ({split} by id hash)")
 

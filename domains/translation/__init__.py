@@ -1,15 +1,12 @@
 """The `translation` domain: MQM preference pairs per aspect (faithfulness / expressiveness /
 elegance), parallel-text prompts, sacrebleu (and optional COMET) metrics, guards against reward
 hacking, and the evaluation (tie-calibrated accuracy, robustness to corrupted translations).
+
+Modules: `domain` (the adapter), `mqm` (MQM annotations -> pairs), `parallel` (parallel text -> prompts;
+users' preference files), `reward` (heads, metrics and guards combined), `guards`, `metrics`, `comet`,
+`agreement` (accuracy against MQM), `robustness` (corrupted translations), `evaluate` (`align eval`),
+`demo` (the `align demo` stage).
 """
 from domains.translation.domain import TranslationDomain
 
-
-def demo_stage(output_dir, **options):
-    """`make demo` stage: train a small multi-head RM on MQM pairs, evaluate it, write the report."""
-    from domains.translation.demo import demo_stage as run_stage
-
-    return run_stage(output_dir, **options)
-
-
-__all__ = ["TranslationDomain", "demo_stage"]
+__all__ = ["TranslationDomain"]

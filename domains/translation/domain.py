@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
 import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from align.config import ConfigError
+from align.config import ConfigError, coerce
+from align.data import DATA_DIR_ENV, data_dirs, in_test_split
 from align.types import PreferencePair, Prompt, RewardOutput
 from domains.translation import mqm
+from domains.translation.demo import demo_stage
+from domains.translation.evaluate import evaluate_domain
+from domains.translation.mqm import REFERENCE_SYSTEM
 from domains.translation.parallel import (
     format_prompt,
     load_user_preferences,
@@ -28,14 +30,8 @@ from domains.translation.reward import (
     translation_reward,
 )
 
-DATA_DIR_ENV = "ALIGN_DATA_DIR"
 MQM_FILE = Path("mqm-ted-zhen") / "mqm_ted_zhen.tsv.gz"
 ALMA_DIR = Path("alma-zhen")
-REFERENCE_SYSTEM = "ref"  # the human reference the metrics compare against (kept out of metric evaluation)
-
-
-def checkout_root() -> Path:
-    return Path(__file__).resolve().parents[2]
 
 
 def reference_translations(scores: list[mqm.SegmentScore]) -> dict[str, str]:
@@ -46,8 +42,6 @@ def reference_translations(scores: list[mqm.SegmentScore]) -> dict[str, str]:
 def _reward_config(options: dict | RewardConfig | None) -> RewardConfig:
     if isinstance(options, RewardConfig):
         return options
-    from align.config import _coerce  # the config machinery's own coercion, so errors name the key
-
     config = RewardConfig()
     for key, value in (options or {}).items():
         if key == "guards" and isinstance(value, dict):
@@ -58,7 +52,7 @@ def _reward_config(options: dict | RewardConfig | None) -> RewardConfig:
         elif not hasattr(config, key):
             raise ConfigError(f"reward.{key}: unknown key; known: {', '.join(vars(config))}")
         else:
-            setattr(config, key, _coerce(f"reward.{key}", value, type(getattr(config, key))))
+            setattr(config, key, coerce(f"reward.{key}", value, type(getattr(config, key))))
     config.validate()
     return config
 
@@ -109,11 +103,7 @@ class TranslationDomain:
         return sum(self._skipped.values(), Counter())
 
     def resolve_data_dir(self) -> Path:
-        candidates = [Path(self.data_dir)] if self.data_dir else []
-        if not self.data_dir and os.environ.get(DATA_DIR_ENV):
-            candidates.append(Path(os.environ[DATA_DIR_ENV]) / "translation")
-        if not self.data_dir:
-            candidates.append(checkout_root().parent / "shared" / "data" / "translation")
+        candidates = [Path(self.data_dir)] if self.data_dir else data_dirs("translation")
         for candidate in candidates:
             if (candidate / MQM_FILE).is_file() or (candidate / ALMA_DIR).is_dir():
                 return candidate
@@ -175,11 +165,8 @@ class TranslationDomain:
                      for p in with_reference]
         self._skipped["user_file"] = skipped
 
-        def in_test(pair: PreferencePair) -> bool:  # by source text, so a source never sits on both sides
-            digest = hashlib.sha1(pair.extra["source_text"].encode()).digest()
-            return int.from_bytes(digest[:4], "big") / 2**32 < self.test_fraction
-
-        return [p for p in pairs if in_test(p) == (split == "test")]
+        # by source text, so a source never sits on both sides
+        return [p for p in pairs if in_test_split(p.extra["source_text"], self.test_fraction) == (split == "test")]
 
     def prompts(self, split: str) -> list[Prompt]:
         """Parallel sentences (ALMA zh-en, both directions) as prompts; `reference` is the SFT target."""
@@ -195,6 +182,10 @@ class TranslationDomain:
         return [{"prompt": p.prompt, "response": p.reference} for p in self.prompts(split)]
 
     # ------------------------------------------------------------------ reward
+    def scoring_model(self) -> tuple[str | None, int, int]:
+        """The reward model the reward runs (None without one), its scoring batch size and token limit."""
+        return self.reward_model_path, self.batch_size, self.max_length
+
     def place(self, device, dtype) -> None:
         """Score on `device` in `dtype` (the trainer passes the policy's device and its frozen-weight dtype)."""
         self._device, self._dtype = device, dtype
@@ -280,14 +271,11 @@ class TranslationDomain:
                                   head_stats=self.head_stats() if use_heads else None,
                                   comet_scorer=self.comet_scorer(), src_lang=self.src_lang, tgt_lang=self.tgt_lang)
 
-    def demo(self, output_dir) -> dict:
-        """The `make demo` stage: a small multi-head RM on this domain's MQM pairs, evaluated and reported."""
-        from domains.translation.demo import demo_stage
-
-        return demo_stage(output_dir, data_dir=self.data_dir)
+    def demo_stages(self) -> dict:
+        """`align demo` stages (align.types.HasDemo): `translation`, a small multi-head RM on this domain's MQM
+        pairs, evaluated and reported."""
+        return {"translation": lambda output_dir: demo_stage(self, output_dir)}
 
     def evaluate(self, config, run_dir) -> dict:
         """`align eval domain=translation`: acc_eq and strict accuracy per aspect, baselines, robustness."""
-        from domains.translation.evaluate import evaluate_domain
-
         return evaluate_domain(self, config, run_dir)

@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 
 from domains.translation import mqm
 from domains.translation.agreement import all_ties_baseline, strict_pairwise_accuracy, tie_calibrated_accuracy
-from domains.translation.domain import REFERENCE_SYSTEM, TranslationDomain
 from domains.translation.metrics import SENTENCE_METRICS
+from domains.translation.mqm import REFERENCE_SYSTEM
 from domains.translation.parallel import make_prompt
 from domains.translation.reward import combine_heads
 from domains.translation.robustness import corrupt, preference_shares
@@ -24,7 +24,7 @@ from domains.translation.robustness import corrupt, preference_shares
 ASPECTS = ("overall",) + mqm.ASPECTS
 
 
-def test_groups(domain: TranslationDomain, split: str = "test", limit_sources: int = -1
+def test_groups(domain, split: str = "test", limit_sources: int = -1
                 ) -> tuple[list[list[mqm.SegmentScore]], list[str], int]:
     """(translations per source without the reference system, the reference texts, sources left out
     for lack of a reference)."""
@@ -47,7 +47,7 @@ def human(item: mqm.SegmentScore, aspect: str) -> float:
     return item.score if aspect == "overall" else item.aspect_scores[aspect]
 
 
-def score_items(domain: TranslationDomain, groups, references, metrics: list[str], use_rm: bool
+def score_items(domain, groups, references, metrics: list[str], use_rm: bool
                 ) -> dict[str, dict[str, list[list[float]]]]:
     """scores[scorer][aspect] = per group, one score per translation."""
     scores: dict[str, dict[str, list[list[float]]]] = {}
@@ -95,7 +95,7 @@ def agreement_table(groups, scores, min_gap: float) -> dict[str, float]:
     return summary
 
 
-def robustness(domain: TranslationDomain, groups, references, use_rm: bool) -> tuple[dict[str, float], list]:
+def robustness(domain, groups, references, use_rm: bool) -> tuple[dict[str, float], list]:
     """Original (best human score) vs each corruption under the domain reward; also the chrF-only and
     RM-only (no guards) shares for comparison."""
     originals = [max(group, key=lambda s: (s.score, s.system)) for group in groups]
@@ -126,7 +126,7 @@ def robustness(domain: TranslationDomain, groups, references, use_rm: bool) -> t
     return summary, examples
 
 
-def evaluate_translation(domain: TranslationDomain, model_dir: str | None, split: str = "test",
+def evaluate_translation(domain, model_dir: str | None, split: str = "test",
                          metrics: list[str] | tuple[str, ...] = ("chrf",), min_gap: float | None = None,
                          run_robustness: bool = True, limit_sources: int = -1) -> tuple[dict, list]:
     """Flat summary (acc_eq, strict accuracy, baselines, robustness) and robustness examples."""
@@ -174,7 +174,7 @@ def report_markdown(summary: dict, scorers: list[str]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_domain(domain: TranslationDomain, config, run_dir) -> dict:
+def evaluate_domain(domain, config, run_dir) -> dict:
     """`align eval domain=translation model=RM_DIR`: writes report.md into the run directory."""
     from align.report import summary_table, write_report
 

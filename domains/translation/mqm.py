@@ -27,6 +27,8 @@ from pathlib import Path
 
 from align.types import PreferencePair
 
+REFERENCE_SYSTEM = "ref"  # the human reference the metrics compare against (kept out of metric evaluation)
+
 ASPECTS = ("faithfulness", "expressiveness", "elegance")
 COLUMNS = ("system", "doc", "doc_id", "seg_id", "rater", "source", "target", "category", "severity")
 _SPAN_MARKER = re.compile(r"</?v>")

@@ -21,7 +21,6 @@ import json
 import os
 import select
 import signal
-import struct
 import sys
 import time
 
@@ -29,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import clip_text, json_len, stdout_digest
 from zygote_child import Spare, take_spare
 from zygote_cleanup import kill_program, leftovers, oom_kills
+from zygote_io import preload, read_frame, write_frame
 
 PR_SET_DUMPABLE = 4
 CHANNEL_MAX = 16 << 20
@@ -39,34 +39,6 @@ CHANNEL_MAX = 16 << 20
 RESULTS_MAX = 32 << 20
 TOO_LARGE = {"$opaque": "?", "repr": "<results too large to report>"}
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-# ----------------------------------------------------------------------------- framing
-def read_exact(fd, n):
-    chunks = []
-    while n:
-        chunk = os.read(fd, min(n, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
-
-
-def read_frame(fd):
-    header = read_exact(fd, 4)
-    if header is None:
-        return None
-    body = read_exact(fd, struct.unpack(">I", header)[0])
-    return None if body is None else json.loads(body)
-
-
-def write_frame(fd, obj):
-    data = json.dumps(obj).encode()
-    data = struct.pack(">I", len(data)) + data
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 # ----------------------------------------------------------------------------- one child
@@ -351,24 +323,6 @@ def handle(opts, request):
         "leftovers": out["leftovers"],
         "wall_s": time.monotonic() - started,
     }
-
-
-PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
-           "copy", "operator", "fractions", "hashlib", "random", "datetime", "dataclasses", "enum")
-
-
-def preload():
-    """Import what generated programs commonly import, once, so that each child does not pay for
-    it; then freeze the heap so the children's garbage collections do not copy its pages."""
-    import gc
-    import importlib
-    for name in PRELOAD:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
-    gc.collect()
-    gc.freeze()
 
 
 def main():

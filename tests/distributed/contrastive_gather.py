@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from align.contrastive import ContrastiveConfig, ContrastiveTerm
-from align.rm import Config
+from align.rm.contrastive.term import ContrastiveConfig, ContrastiveTerm
+from align.rm.train import Config
 from align.training import Trainer
 
 out, method = Path(sys.argv[1]), sys.argv[2]

@@ -1,4 +1,5 @@
-"""Preference pairs for RM training: loading, tokenizing and batching, with every skip counted."""
+"""Preference pairs for RM training: loaded (from files or the domain), tokenized, with every skip counted,
+and laid out as chosen rows then rejected rows with each pair's head and denoising targets."""
 from __future__ import annotations
 
 import math
@@ -9,8 +10,10 @@ import torch
 from tqdm.auto import tqdm
 
 from align.data import collate_pairs, encode_pair, load_preferences, split_train_eval
-from align.denoise import DenoisePlan
-from align.types import PreferencePair
+from align.models.loading import load_tokenizer
+from align.registry import get_domain
+from align.rm.denoise import DenoisePlan
+from align.types import CountsSkips, PreferencePair
 
 
 def head_index_for(pair: PreferencePair, head_names: list[str]) -> int:
@@ -22,6 +25,13 @@ def head_index_for(pair: PreferencePair, head_names: list[str]) -> int:
 
 def _float_or_nan(value) -> float:
     return float(value) if value is not None else math.nan
+
+
+def rewards_for_heads(rewards: torch.Tensor, head_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split [2B, heads] rewards into the chosen and rejected reward of each pair's own head."""
+    half = rewards.shape[0] // 2
+    picked = rewards.gather(1, head_index.repeat(2).unsqueeze(1)).squeeze(1)
+    return picked[:half], picked[half:]
 
 
 @dataclass
@@ -98,11 +108,9 @@ class LoadedRMData:
 
 
 def _domain_pairs(config, split: str) -> tuple[list[PreferencePair], Counter]:
-    from align.registry import get_domain
-
     domain = get_domain(config.domain, **config.domain_options)
     pairs = list(domain.preferences(split))
-    return pairs, Counter(getattr(domain, "skipped", {}) or {})
+    return pairs, Counter(domain.skipped) if isinstance(domain, CountsSkips) else Counter()
 
 
 def _attach_strengths(pairs: list[PreferencePair], source: str, strict: bool) -> int:
@@ -119,9 +127,7 @@ def _attach_strengths(pairs: list[PreferencePair], source: str, strict: bool) ->
 
 
 def load_rm_data(config) -> LoadedRMData:
-    """Train and eval pairs for `config` (a `align.rm.Config`), tokenized with the model's tokenizer."""
-    from align.models import load_tokenizer
-
+    """Train and eval pairs for `config` (an `align.rm.train.Config`), tokenized with the model's tokenizer."""
     skipped: Counter = Counter()
     if config.data:
         loaded = load_preferences(config.data, strict=config.strict)
@@ -144,10 +150,8 @@ def load_rm_data(config) -> LoadedRMData:
                          f"(skipped: {dict(skipped) or 'none'})")
 
     missing_strength = 0
-    if config.loss.strengths == "compute":  # `align strength` first: an in-sample ensemble on these pairs
-        from align.strength import compute_strengths
-
-        compute_strengths(train_pairs, config)
+    if config.loss.strengths == "compute":
+        pass  # the trainer runs the ensemble on the tokenized pairs (`align.rm.strength.ensemble.compute_strengths`)
     elif config.loss.strengths:
         missing_strength = _attach_strengths(train_pairs, config.loss.strengths, config.strict)
     elif config.loss.needs_strength:

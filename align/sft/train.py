@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,13 +17,11 @@ import torch
 from tqdm.auto import tqdm
 
 from align.config import ConfigError, TrainConfig, doc, nested
-from align.data import response_separator, split_train_eval
-from align.generation import encode_prompt, format_prompt
+from align.models import load_causal_lm, load_tokenizer
+from align.models.loading import enable_gradient_checkpointing
+from align.sft.data import IGNORE, Example, collate, load_examples, pack, response_tokens
 from align.training import BatchPlan, Trainer, TrainState
 from align.training.lora import LoraOptions, add_lora
-from align.types import Prompt
-
-IGNORE = -100
 
 
 @dataclass
@@ -54,55 +51,6 @@ class Config(TrainConfig):
             raise ConfigError(f"eval_batch_size: expected a positive number, got {self.eval_batch_size!r}")
 
 
-# --------------------------------------------------------------------------- data
-
-
-@dataclass
-class Example:
-    input_ids: list[int]
-    labels: list[int]
-
-
-def encode_example(tokenizer, prompt: Prompt, response: str, max_length: int,
-                   chat: bool) -> tuple[Example, bool]:
-    """prompt + response + EOS with the prompt's labels masked. The prompt is tokenized on its own,
-    exactly as generation sees it, so training and sampling agree at the boundary. A too-long
-    example loses its oldest prompt tokens first, then the end of the response; returns (example, cut)."""
-    prompt_text = format_prompt(tokenizer, prompt.prompt, chat=chat)
-    prompt_ids = encode_prompt(tokenizer, prompt_text)
-    separator = "" if chat and getattr(tokenizer, "chat_template", None) else response_separator(prompt_text)
-    response_ids = tokenizer(separator + response, add_special_tokens=False)["input_ids"]
-    if tokenizer.eos_token_id is not None:
-        response_ids = response_ids + [tokenizer.eos_token_id]
-    overflow = len(prompt_ids) + len(response_ids) - max_length
-    if overflow > 0:
-        prompt_ids = prompt_ids[min(overflow, len(prompt_ids) - 1):]  # oldest context first, one token stays
-        response_ids = response_ids[:max_length - len(prompt_ids)]
-    return Example(prompt_ids + response_ids, [IGNORE] * len(prompt_ids) + response_ids), overflow > 0
-
-
-def pack(examples: list[Example], max_length: int) -> list[Example]:
-    """Concatenate examples (labels included) and cut into rows of `max_length` tokens."""
-    ids = [t for e in examples for t in e.input_ids]
-    labels = [t for e in examples for t in e.labels]
-    return [Example(ids[i:i + max_length], labels[i:i + max_length]) for i in range(0, len(ids), max_length)]
-
-
-def collate(examples: list[Example], pad_id: int, device=None) -> dict[str, torch.Tensor]:
-    """Right-padded input_ids / attention_mask / labels (-100 on padding)."""
-    width = max(len(e.input_ids) for e in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, example in enumerate(examples):
-        n = len(example.input_ids)
-        input_ids[row, :n] = torch.tensor(example.input_ids)
-        labels[row, :n] = torch.tensor(example.labels)
-        attention_mask[row, :n] = 1
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-    return {k: v.to(device) for k, v in batch.items()} if device is not None else batch
-
-
 def response_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Summed next-token cross-entropy over the labelled (response) tokens, and their count: token t predicts
     label t+1. The trainer divides by the step's response tokens over every process and micro-batch."""
@@ -111,40 +59,6 @@ def response_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
     loss = torch.nn.functional.cross_entropy(shifted_logits.reshape(-1, shifted_logits.shape[-1]),
                                              shifted_labels.reshape(-1), ignore_index=IGNORE, reduction="sum")
     return loss, count
-
-
-def response_tokens(example: Example) -> int:
-    """Tokens the loss is computed on (labels shifted by one)."""
-    return sum(label != IGNORE for label in example.labels[1:])
-
-
-def load_examples(config: Config, tokenizer) -> tuple[list[Example], list[Example], dict[str, int]]:
-    from align.data import load_prompts
-
-    counts: Counter = Counter()
-    if config.data:
-        rows, skipped = load_prompts(config.data, strict=config.strict)
-        counts.update({f"skipped_{k}": v for k, v in skipped.items()})
-    else:
-        from align.registry import get_domain
-
-        rows = list(get_domain(config.domain, **config.domain_options).prompts("train"))
-    with_response = [r for r in rows if r.reference]
-    counts["skipped_no_response"] += len(rows) - len(with_response)
-    if config.max_examples > 0:
-        with_response = with_response[:config.max_examples]
-    if not with_response:
-        raise ValueError(f"no prompt/response examples in {config.data or 'domain ' + config.domain}")
-    train_rows, eval_rows = split_train_eval(with_response, config.eval_fraction, config.seed)
-    encoded = {}
-    for name, part in (("train", train_rows), ("eval", eval_rows)):
-        encoded[name] = []
-        for row in part:
-            example, cut = encode_example(tokenizer, row, row.reference, config.max_length,
-                                          chat=config.prompt_format == "chat")
-            counts["truncated"] += cut
-            encoded[name].append(example)
-    return encoded["train"], encoded["eval"], {k: v for k, v in counts.items() if v}
 
 
 # --------------------------------------------------------------------------- training
@@ -179,9 +93,6 @@ def evaluate(model, examples: list[Example], batch_size: int, pad_id: int, train
 def build_policy(config: Config, trainer: Trainer):
     """The causal LM to fine-tune: full weights in fp32, or a bf16 base (when the run computes in bf16) with
     LoRA adapters; gradient checkpointing as configured."""
-    from align.models import load_causal_lm
-    from align.models.loading import enable_gradient_checkpointing
-
     model = load_causal_lm(config.model, dtype=trainer.weights_dtype(trainable=not config.lora.enabled))
     if config.lora.enabled:
         model = add_lora(model, config.lora)
@@ -192,8 +103,6 @@ def build_policy(config: Config, trainer: Trainer):
 
 def train_sft(config: Config) -> dict:
     """Fine-tune as `config` says; returns the summary (also written to summary.json)."""
-    from align.models import load_tokenizer
-
     trainer = Trainer(config)
     tokenizer = load_tokenizer(config.model)
     train, held_out, counts = load_examples(config, tokenizer)
@@ -229,9 +138,7 @@ def train_sft(config: Config) -> dict:
             state.examples_seen += len(global_batch)
             state.epoch, state.batch_in_epoch = epoch, position + 1
         grad_norm = trainer.optimizer_step("model")
-        state.step += 1
-        state.train_seconds += time.perf_counter() - started
-        started = time.perf_counter()
+        started = trainer.end_step(state, started)
         progress.update(1)
         loss_sum, tokens = trainer.sum_over_processes(step_loss, step_tokens_here)
         state.tokens_seen += int(tokens)

@@ -6,12 +6,7 @@ d_m = r_m(chosen) − r_m(rejected) -> annotate each pair with the mean and (pop
 over the members that count for it -> report (histogram, 20 strength groups, slice accuracy,
 comparison of estimators) -> cleaned data (flagged pairs flipped or removed).
 
-Three estimators (`mode`, and `compare` for extra ones in the report):
-- `in_sample`: every member trains on all pairs and scores them (Wang et al. 2024, "Secrets of RLHF
-  Part II: Reward Modeling", §2, with 10 members).
-- `out_of_fold`: pairs are cut into K folds; member m trains without fold m mod K, and a pair's
-  strength uses only members that never saw it (members a multiple of folds keeps counts equal).
-- `cheap`: one backbone with M bootstrap heads trained once (`align.ensemble.fit_bootstrap_heads`).
+The estimators (`mode`, and `compare` for extra ones in the report) are `align.rm.strength.ensemble`'s.
 
 Output field names follow the public hh-rlhf-strength-cleaned release with underscores:
 `mean_preference_difference`, `std_preference_difference`, `chosen_scores`, `rejected_scores`
@@ -22,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +25,11 @@ from typing import Literal
 import torch
 
 from align.config import ConfigError, TrainConfig, doc
-from align.denoise import flag_low_strength
-from align.ensemble import fit_bootstrap_heads, fit_reward_model, remove_checkpoints, subset
-from align.rm import score_pairs
-from align.rm_data import RMData
+from align.rm import train as rm
+from align.rm.data import load_rm_data
+from align.rm.denoise import flag_low_strength
+from align.rm.strength.ensemble import EnsembleScores, run_ensemble, strength_statistics
+from align.rm.strength.report import compare_estimators, write_strength_report
 from align.training.precision import is_main_process
 from align.training.rundir import RunDir
 from align.types import PreferencePair
@@ -88,139 +83,11 @@ class Config(TrainConfig):
             raise ConfigError(f"dropout: expected a number in [0, 1), got {self.dropout!r}")
 
 
-def member_config(config: Config):
+def member_config(config: Config) -> rm.Config:
     """The `align rm` config a member trains with (same model, data and optimisation keys, plain BT loss)."""
-    from align import rm
-
     shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)}
     return rm.Config(**shared, heads=list(config.heads), domain_options=dict(config.domain_options),
                      dropout=config.dropout, eval_batch_size=config.eval_batch_size, report=False)
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def strength_statistics(differences: torch.Tensor, counted: torch.Tensor | None = None
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and population std over members of d_m = r_m(chosen) − r_m(rejected).
-
-    `differences` is [M, N]; `counted` ([M, N] bool) says which members count for each pair
-    (out-of-fold: the members that never trained on it). Every pair needs one counted member.
-    """
-    counted = torch.ones_like(differences, dtype=torch.bool) if counted is None else counted
-    n = counted.sum(0)
-    if bool((n == 0).any()):
-        raise ValueError(f"{int((n == 0).sum())} pairs have no member to score them")
-    weights = counted.float()
-    mean = (differences * weights).sum(0) / n
-    variance = (((differences - mean) ** 2) * weights).sum(0) / n
-    return mean, variance.sqrt()
-
-
-def fold_ids(num_pairs: int, folds: int, seed: int) -> torch.Tensor:
-    """A random fold in 0..folds-1 for each pair, equal-sized up to one."""
-    order = torch.randperm(num_pairs, generator=torch.Generator().manual_seed(seed))
-    ids = torch.empty(num_pairs, dtype=torch.long)
-    ids[order] = torch.arange(num_pairs) % folds
-    return ids
-
-
-def member_plan(mode: str, num_pairs: int, members: int, folds: int, seed: int
-                ) -> tuple[list[list[int]], torch.Tensor]:
-    """Training indices of each member and the [M, N] mask of members that count for each pair."""
-    everything = list(range(num_pairs))
-    if mode == "in_sample":
-        return [everything] * members, torch.ones(members, num_pairs, dtype=torch.bool)
-    fold = fold_ids(num_pairs, folds, seed)
-    held_out = torch.stack([fold == m % folds for m in range(members)])
-    return [(~held_out[m]).nonzero().squeeze(1).tolist() for m in range(members)], held_out
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a.numpy(), b.numpy()).statistic)
-
-
-# --------------------------------------------------------------------------- the ensemble
-
-
-@dataclass
-class EnsembleScores:
-    """Scores of one estimator: per member and pair, and the pairs' strength statistics."""
-
-    mode: str
-    chosen: torch.Tensor       # [M, N]
-    rejected: torch.Tensor     # [M, N]
-    counted: torch.Tensor      # [M, N] bool
-    mean: torch.Tensor         # [N]
-    std: torch.Tensor          # [N]
-    train_seconds: float
-    eval_chosen: torch.Tensor | None = None    # [M, N_eval]: every member scores the held-out pairs
-    eval_rejected: torch.Tensor | None = None
-
-    def eval_accuracy(self) -> dict[str, float]:
-        """Held-out pairwise accuracy: of the mean member, and of the ensemble's mean difference."""
-        if self.eval_chosen is None or self.eval_chosen.shape[1] == 0:
-            return {}
-        differences = self.eval_chosen - self.eval_rejected
-        return {"member_eval_accuracy": (differences > 0).float().mean().item(),
-                "ensemble_eval_accuracy": (differences.mean(0) > 0).float().mean().item()}
-
-
-def run_ensemble(config, train: RMData, held_out: RMData | None, mode: str, members: int, folds: int = 4,
-                 seed: int = 0, model_factory=None) -> EnsembleScores:
-    """Train an ensemble of `members` on `train` as `mode` says and score every pair (and `held_out`).
-
-    `config` is an `align.rm.Config` (see `member_config`): model and optimisation keys, and `output_dir`,
-    under which each member trains in `ensembles/<mode>/<member>/` (its metrics, its checkpoints while it
-    trains, then its scores). With `resume=true`, scored members are read back and a member killed
-    mid-training resumes from its checkpoint, so the ensemble ends as an uninterrupted one would.
-    `model_factory` as in `align.ensemble.fit_reward_model`.
-    """
-    root = Path(config.output_dir) / "ensembles" / mode
-    scored_held_out = held_out is not None and len(held_out) > 0
-
-    def scored(name: str, fit) -> dict:
-        path = root / name / "scores.pt"
-        if config.resume and path.exists():
-            return torch.load(path, weights_only=True)
-        fitted = fit(root / name)
-        scores = {"train": score_pairs(fitted.model, train, config.eval_batch_size, fitted.trainer,
-                                       all_heads=mode == "cheap"),
-                  "seconds": torch.tensor(fitted.seconds)}
-        if scored_held_out:
-            scores["eval"] = score_pairs(fitted.model, held_out, config.eval_batch_size, fitted.trainer,
-                                         all_heads=mode == "cheap")
-        if fitted.trainer.is_main:
-            torch.save(scores, path.with_suffix(".tmp"))
-            os.replace(path.with_suffix(".tmp"), path)
-        remove_checkpoints(fitted)
-        return scores
-
-    if mode == "cheap":
-        scores = scored("bootstrap-heads", lambda out: fit_bootstrap_heads(config, train, members, seed, out,
-                                                                           model_factory))
-        chosen, rejected = (t.T for t in scores["train"])
-        counted = torch.ones_like(chosen, dtype=torch.bool)
-        eval_scores = [t.T for t in scores["eval"]] if scored_held_out else [None, None]
-        seconds = float(scores["seconds"])
-    else:
-        plan, counted = member_plan(mode, len(train), members, folds, seed)
-        chosen, rejected = torch.zeros(members, len(train)), torch.zeros(members, len(train))
-        eval_chosen, eval_rejected, seconds = [], [], 0.0
-        for m, indices in enumerate(plan):
-            scores = scored(f"member-{m}", lambda out, m=m, indices=indices: fit_reward_model(
-                config, subset(train, indices), seed * 1000 + m, out, desc=f"{mode} member {m + 1}/{members}",
-                model_factory=model_factory))
-            seconds += float(scores["seconds"])
-            chosen[m], rejected[m] = scores["train"]
-            if scored_held_out:
-                eval_chosen.append(scores["eval"][0])
-                eval_rejected.append(scores["eval"][1])
-        eval_scores = [torch.stack(eval_chosen), torch.stack(eval_rejected)] if eval_chosen else [None, None]
-    mean, std = strength_statistics(chosen - rejected, counted)
-    return EnsembleScores(mode, chosen, rejected, counted, mean, std, seconds, *eval_scores)
 
 
 # --------------------------------------------------------------------------- annotated and cleaned data
@@ -281,25 +148,12 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 # --------------------------------------------------------------------------- the command
 
 
-def compute_strengths(pairs: list[PreferencePair], rm_config, members: int = 8) -> torch.Tensor:
-    """In-sample ensemble strengths of `pairs`, set on each pair's `strength` (for `align rm
-    loss.strengths=compute`); members train with `rm_config`'s model and optimisation keys."""
-    from align.data import encode_pair
-    from align.models import load_tokenizer
-
-    tokenizer = load_tokenizer(rm_config.model)
-    encoded = [encode_pair(tokenizer, pair, rm_config.max_length) for pair in pairs]
-    data = RMData(list(pairs), encoded, list(rm_config.heads), tokenizer.pad_token_id)
-    scores = run_ensemble(rm_config, data, None, "in_sample", members, seed=rm_config.seed)
-    for pair, strength in zip(pairs, scores.mean.tolist()):
-        pair.strength = strength
-    return scores.mean
+def member_loss(model, batch, step):
+    """Members train with `align rm`'s Bradley-Terry loss."""
+    return rm.batch_loss(model, batch, step, "bt")
 
 
 def run(config: Config) -> dict:
-    from align.rm_data import load_rm_data
-    from align.strength_report import compare_estimators, write_strength_report
-
     main_process = is_main_process()
     run_dir = RunDir(config.output_dir)
     if main_process:
@@ -308,11 +162,12 @@ def run(config: Config) -> dict:
     data = load_rm_data(rm_config)
     train, held_out = data.train, data.eval
 
-    scores = run_ensemble(rm_config, train, held_out, config.mode, config.members, config.folds, config.seed)
+    scores = run_ensemble(rm_config, train, held_out, config.mode, config.members, member_loss, config.folds,
+                          config.seed)
     others = {}
     for name in dict.fromkeys(config.compare):
         if name != config.mode:
-            others[name] = run_ensemble(rm_config, train, held_out, name, config.members, config.folds,
+            others[name] = run_ensemble(rm_config, train, held_out, name, config.members, member_loss, config.folds,
                                         config.seed)
 
     rows = annotated_rows(train.pairs, scores)

@@ -1,4 +1,4 @@
-"""Contrastive terms for reward-model training (SimCSE, SwAV) and feature-separability measures.
+"""The contrastive term added to the RM loss (SimCSE or SwAV), and the model wrapper that trains it.
 
 A plain RM tends to give a chosen and a rejected response nearly the same features, so it cannot
 say what makes one better. Adding an unsupervised contrastive term spreads them apart
@@ -8,7 +8,8 @@ say what makes one better. Adding an unsupervised contrastive term spreads them 
 
 The features are the pooled hidden state that feeds the reward head (`RewardModel.features`).
 What is contrasted: `pair` = the responses {f(x,y_c), f(x,y_r)}, or `difference` = the preference
-direction {f_c − f_r, f_r − f_c}. The losses themselves are pure functions in `align.losses`.
+direction {f_c − f_r, f_r − f_c}. The losses themselves are pure functions in `align.losses`; with several
+processes the items are gathered from all of them (`ContrastiveTerm.forward`).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from torch import nn
 
 from align import losses
 from align.config import ConfigError, doc
+from align.models.reward import RewardModel
 
 # Defaults per (method, target) where the reference gives them (SwAV: Secrets of RLHF Part II §4);
 # SimCSE's β = 0.1 is our choice (the reference does not state one), τ = 0.05 is SimCSE's own.
@@ -165,162 +167,9 @@ class ContrastiveRewardModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory) -> ContrastiveRewardModel:
-        from align.models import RewardModel
-
         directory = Path(directory)
         settings = json.loads((directory / TERM_CONFIG_FILE).read_text())
         feature_size = settings.pop("feature_size") or 1
         term = ContrastiveTerm(ContrastiveConfig(**settings), feature_size)
         term.load_state_dict(torch.load(directory / TERM_WEIGHTS_FILE, weights_only=True))
         return cls(RewardModel.from_pretrained(directory), term)
-
-
-# --------------------------------------------------------------------------- separability
-
-
-@torch.no_grad()
-def eval_features(model, data, batch_size: int, trainer=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chosen and rejected features ([N, H] each, float32, CPU) of every pair in `data` (an `RMData`),
-    in eval mode (no dropout); with a `trainer`, each process computes its share of the batches."""
-    was_training = model.training
-    model.eval()
-    device = trainer.device if trainer else next(model.parameters()).device
-
-    def features_of(batches: list[list[int]]) -> list[torch.Tensor]:
-        out = []
-        for indices in batches:
-            batch = data.collate(indices, device=device)
-            out.append(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).features.float().cpu())
-        return out
-
-    order = sorted(range(len(data)), key=data.length)  # length-grouped batches pad less
-    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
-    results = trainer.map_shards(batches, features_of) if trainer else features_of(batches)
-    model.train(was_training)
-    if not results:
-        return torch.zeros(0, 0), torch.zeros(0, 0)
-    chosen = torch.zeros(len(data), results[0].shape[1])
-    rejected = torch.zeros_like(chosen)
-    for indices, features in zip(batches, results):
-        chosen[indices], rejected[indices] = features.chunk(2, dim=0)
-    return chosen, rejected
-
-
-def _fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, l2: float, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2-regularised logistic regression fitted with L-BFGS; returns (weight, bias)."""
-    weight = torch.zeros(x.shape[1], requires_grad=True)
-    bias = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = nn.functional.binary_cross_entropy_with_logits(x @ weight + bias, y) + l2 * weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return weight.detach(), bias.detach()
-
-
-def linear_probe_accuracy(chosen: torch.Tensor, rejected: torch.Tensor, seed: int = 0, l2: float = 1e-2,
-                          steps: int = 100) -> float:
-    """Held-out accuracy of a logistic-regression probe telling a chosen from a rejected feature vector.
-
-    Two folds split by pair (both responses of a prompt stay in the same fold), features
-    standardised on the training fold, L2-regularised; the mean of the two folds' test
-    accuracies. 0.5 = not separable.
-    """
-    num_pairs = len(chosen)
-    if num_pairs < 4:
-        return float("nan")
-    order = torch.randperm(num_pairs, generator=torch.Generator().manual_seed(seed))
-    folds = (order[: num_pairs // 2], order[num_pairs // 2:])
-    accuracies = []
-    for train_index, test_index in (folds, folds[::-1]):
-        x_train = torch.cat([chosen[train_index], rejected[train_index]])
-        y_train = torch.cat([torch.ones(len(train_index)), torch.zeros(len(train_index))])
-        mean, std = x_train.mean(0), x_train.std(0).clamp(min=1e-6)
-        weight, bias = _fit_logistic_regression((x_train - mean) / std, y_train, l2, steps)
-        x_test = (torch.cat([chosen[test_index], rejected[test_index]]) - mean) / std
-        y_test = torch.cat([torch.ones(len(test_index)), torch.zeros(len(test_index))])
-        accuracies.append((((x_test @ weight + bias) > 0).float() == y_test).float().mean().item())
-    return sum(accuracies) / len(accuracies)
-
-
-SEPARABILITY_KEYS = ("eval_feature_cosine", "eval_feature_distance", "eval_probe_accuracy")
-
-
-def feature_separability(chosen: torch.Tensor, rejected: torch.Tensor, seed: int = 0) -> dict[str, float]:
-    """How distinct chosen and rejected features are on held-out pairs (summary.json keys).
-
-    `eval_feature_cosine`: mean cos(f(x,y_c), f(x,y_r)) over pairs (1 = identical directions);
-    `eval_feature_distance`: mean ‖f_c − f_r‖ relative to the mean feature norm;
-    `eval_probe_accuracy`: `linear_probe_accuracy` (0.5 = not separable).
-    """
-    if len(chosen) == 0:
-        return {}
-    cosine = nn.functional.cosine_similarity(chosen, rejected, dim=-1).mean().item()
-    scale = torch.cat([chosen, rejected]).norm(dim=-1).mean().clamp(min=1e-12)
-    distance = ((chosen - rejected).norm(dim=-1).mean() / scale).item()
-    return {"eval_feature_cosine": cosine, "eval_feature_distance": distance,
-            "eval_probe_accuracy": linear_probe_accuracy(chosen, rejected, seed)}
-
-
-# --------------------------------------------------------------------------- report
-
-
-def pca_2d(features: torch.Tensor) -> torch.Tensor:
-    """Project [N, D] features on their first two principal components -> [N, 2]."""
-    centred = features - features.mean(0)
-    _, _, components = torch.linalg.svd(centred, full_matrices=False)
-    return centred @ components[:2].T
-
-
-def plot_feature_projection(chosen: torch.Tensor, rejected: torch.Tensor, path: Path, title: str) -> Path:
-    """Two panels: PCA of chosen vs rejected features (one PCA fitted on both), and PCA of the
-    differences f_c − f_r."""
-    from align.report import plt
-
-    points = pca_2d(torch.cat([chosen, rejected])).numpy()
-    differences = pca_2d(chosen - rejected).numpy()
-    n = len(chosen)
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
-    left.scatter(points[n:, 0], points[n:, 1], s=8, alpha=0.6, label="rejected", color="#C44E52")
-    left.scatter(points[:n, 0], points[:n, 1], s=8, alpha=0.6, label="chosen", color="#4C72B0")
-    left.set_title("features (PCA)")
-    left.legend()
-    right.scatter(differences[:, 0], differences[:, 1], s=8, alpha=0.6, color="#55A868")
-    right.set_title("f(chosen) − f(rejected) (PCA)")
-    for axis in (left, right):
-        axis.grid(alpha=0.3)
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
-
-
-def append_contrastive_report(run, chosen: torch.Tensor, rejected: torch.Tensor, metrics: dict[str, float],
-                              contrastive: ContrastiveConfig) -> Path:
-    """Add the feature-separability section (PCA plot, the `SEPARABILITY_KEYS` figures of `metrics`,
-    RM and contrastive loss curves) to report.md."""
-    from align.report import plot_curves
-
-    projection = plot_feature_projection(chosen, rejected, run.path / "eval_features_pca.png",
-                                         "held-out features, chosen vs rejected")
-    settings = contrastive.resolved()
-    described = ("no contrastive term" if not settings.enabled else
-                 f"{settings.method} on {settings.target} features, β={settings.beta}, τ={settings.temperature}"
-                 + (f", K={settings.num_prototypes}" if settings.method == "swav" else ""))
-    figures = ", ".join(f"`{key}` = {metrics[key]:.4g}" for key in SEPARABILITY_KEYS if key in metrics)
-    lines = ["", "## Feature separability", "",
-             f"Training: {described}. Held-out pairs: {figures}.", "",
-             f"![Feature separability]({projection.name})", ""]
-    curves = plot_curves(run.read_metrics(), ["rm_loss", "contrastive_loss"], run.path / "contrastive_losses.png",
-                         "RM and contrastive losses")
-    if curves is not None:
-        lines += ["## RM and contrastive losses", "", f"![RM and contrastive losses]({curves.name})", ""]
-    report = run.path / "report.md"
-    with report.open("a") as handle:
-        handle.write("\n".join(lines))
-    return report

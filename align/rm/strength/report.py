@@ -16,9 +16,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from align.ensemble import fit_reward_model, remove_checkpoints, subset
-from align.report import plot_histogram, summary_table, write_report
-from align.rm import evaluate
+from align.report import plot_histogram, save_figure, summary_table, write_report
+from align.rm.evaluate import evaluate
+from align.rm.strength.ensemble import fit_reward_model, remove_checkpoints, spearman, subset
+from align.rm.train import batch_loss
 
 
 def strength_groups(mean: torch.Tensor, std: torch.Tensor, groups: int = 20) -> list[dict[str, float]]:
@@ -42,7 +43,10 @@ def slice_accuracies(rm_config, train, held_out, mean: torch.Tensor, slices: int
     root = Path(rm_config.output_dir) / "slices"
 
     def accuracy(data, name: str, desc: str, loss_type: str = "bt") -> float:
-        fitted = fit_reward_model(rm_config, data, rm_config.seed, root / name, desc=desc, loss_type=loss_type,
+        def loss_fn(model, batch, step):
+            return batch_loss(model, batch, step, loss_type)
+
+        fitted = fit_reward_model(rm_config, data, rm_config.seed, root / name, loss_fn, desc=desc,
                                   model_factory=model_factory)
         result = evaluate(fitted.model, held_out, rm_config.eval_batch_size, fitted.trainer)["eval_accuracy"]
         remove_checkpoints(fitted)
@@ -60,8 +64,6 @@ def slice_accuracies(rm_config, train, held_out, mean: torch.Tensor, slices: int
 
 def compare_estimators(primary, others: dict) -> dict[str, float]:
     """Flat summary keys comparing each other estimator with the primary one."""
-    from align.strength import spearman
-
     summary = {}
     for name, other in others.items():
         summary[f"{name}_spearman_with_{primary.mode}"] = spearman(other.mean, primary.mean)
@@ -83,10 +85,7 @@ def plot_groups(groups: list[dict[str, float]], path: Path) -> Path:
     axis.set_xticks(x)
     axis.legend()
     axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def plot_slices(results: dict[str, float], path: Path) -> Path:
@@ -101,10 +100,7 @@ def plot_slices(results: dict[str, float], path: Path) -> Path:
     axis.set_ylabel("held-out accuracy")
     axis.set_ylim(0, 1)
     axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def groups_table(groups: list[dict[str, float]]) -> str:

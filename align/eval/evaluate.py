@@ -1,7 +1,7 @@
 """`align eval`: score a model on a domain's evaluation.
 
-With a domain that defines `evaluate(config, run_dir)` (code: pass@k; translation: acc_eq and
-robustness) that method runs. Otherwise a saved reward model is scored on a preference file:
+With a domain that is `Evaluable` (code: pass@k; translation: acc_eq and robustness) its `evaluate`
+runs. Otherwise a saved reward model is scored on a preference file:
 pairwise accuracy, mean margin and a histogram of reward gaps.
 """
 from __future__ import annotations
@@ -11,8 +11,14 @@ from dataclasses import dataclass
 import torch
 
 from align.config import ConfigError, check_path, doc
+from align.data import encode_pair, load_preferences
+from align.models import RewardModel
+from align.registry import get_domain
+from align.report import plot_histogram, summary_table, write_report
+from align.rm.data import RMData
+from align.rm.evaluate import preference_metrics, score_pairs
 from align.training.rundir import RunDir
-from align.types import PreferencePair
+from align.types import Evaluable, PreferencePair
 
 
 @dataclass
@@ -44,10 +50,6 @@ def evaluate_reward_model(reward_model, pairs: list[PreferencePair], batch_size:
                           max_length: int = 512) -> dict:
     """Accuracy, mean margin and per-pair reward differences of `reward_model` (first head unless a
     pair's aspect names another) on `pairs`."""
-    from align.data import encode_pair
-    from align.rm import preference_metrics, score_pairs
-    from align.rm_data import RMData
-
     tokenizer = reward_model.tokenizer
     encoded = [encode_pair(tokenizer, pair, max_length) for pair in pairs]
     data = RMData(pairs, encoded, list(reward_model.head_names), tokenizer.pad_token_id)
@@ -59,12 +61,8 @@ def evaluate_reward_model(reward_model, pairs: list[PreferencePair], batch_size:
 
 def _preference_pairs(config: Config) -> tuple[list[PreferencePair], dict[str, int]]:
     if config.data:
-        from align.data import load_preferences
-
         loaded = load_preferences(config.data, strict=config.strict, limit=config.limit)
         return loaded.pairs, {f"skipped_{k}": v for k, v in loaded.skipped.items()}
-    from align.registry import get_domain
-
     pairs = list(get_domain(config.domain, **config.domain_options).preferences(config.split))
     return (pairs[: config.limit] if config.limit > 0 else pairs), {}
 
@@ -73,17 +71,12 @@ def run(config: Config) -> dict:
     run_dir = RunDir(config.output_dir)
     run_dir.save_config(config)
     if not config.data:
-        from align.registry import get_domain
-
         domain = get_domain(config.domain, **config.domain_options)
-        if hasattr(domain, "evaluate"):
+        if isinstance(domain, Evaluable):
             summary = domain.evaluate(config, run_dir)
             run_dir.write_summary(summary)
             print(f"align eval: summary in {run_dir.summary_path}; report in {run_dir.path / 'report.md'}")
             return summary
-
-    from align.models import RewardModel
-    from align.report import plot_histogram, summary_table, write_report
 
     reward_model = RewardModel.from_pretrained(config.model)
     pairs, skipped = _preference_pairs(config)

@@ -10,33 +10,15 @@ the output says it is noise at this budget instead of claiming an improvement.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from align.config import load_config
+from align.eval.stats import mcnemar_exact, wilson_interval
 from align.ppo.config import Config
+from align.ppo.train import train_ppo
+from align.registry import get_domain
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "code" / "ppo_cpu.yaml"
-
-
-def wilson_interval(passed: int, total: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion (Wilson 1927); (0, 1) when total is 0."""
-    if total == 0:
-        return 0.0, 1.0
-    p = passed / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def mcnemar_exact(gained: int, lost: int) -> float:
-    """Two-sided exact McNemar p-value: under no change, the discordant tasks (passed only after:
-    `gained`; only before: `lost`) split as Binomial(gained + lost, 1/2)."""
-    n = gained + lost
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "code" / "ppo_cpu.yaml"
 
 
 def compare_pass_at_1(before: list[bool], after: list[bool], name: str) -> dict:
@@ -70,9 +52,6 @@ def _passed(path: Path) -> dict[str, bool]:
 def demo_stage(output_dir: str | Path, *, steps: int | None = None, easy_tasks: int = 40, humaneval_tasks: int = 20,
                cccs_fraction: float = 0.75, model: str | None = None, progress: bool = True) -> dict:
     """Run the PPO demo into `output_dir`; returns flat figures (also in ppo_demo.json) and prints a verdict."""
-    from align.ppo import train_ppo
-    from align.registry import get_domain
-
     overrides = [f"output_dir={output_dir}", f"progress={str(progress).lower()}"]
     if steps is not None:
         overrides.append(f"max_steps={steps}")
