@@ -100,6 +100,15 @@ class CountsSkips(Protocol):
 
 
 @runtime_checkable
+class ReportsDataUsed(Protocol):
+    """A domain that says which data it read (e.g. which hh subsets were found), once `preferences` or `prompts`
+    ran: flat summary.json keys, also printed by the domain. A `datasets` key, when present, names the hub dataset
+    ids the data comes from (comma-separated); model cards list them."""
+
+    def data_used(self) -> Mapping[str, Any]: ...
+
+
+@runtime_checkable
 class Evaluable(Protocol):
     """A domain with its own `align eval` (code: pass@k; translation: accuracy per aspect, robustness)."""
 

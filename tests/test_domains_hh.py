@@ -130,6 +130,8 @@ def test_subset_all_loads_every_subset_found(isolated, tmp_path):
     hub_layout(tmp_path / "hh" / "helpful-base", "helpful")
     hub_layout(tmp_path / "hh" / "harmless-base", "harmless")
     domain = HHDomain(subset="all", data=str(tmp_path / "hh"))
+    with pytest.warns(UserWarning, match="helpful-online, helpful-rejection-sampled were not found"):
+        domain.preferences("test")
     assert questions(domain, "test") == ["helpful test q0", "helpful test q1", "harmless test q0", "harmless test q1"]
     only_harmless = HHDomain(data=str(tmp_path / "hh"))  # subset dirs under data=, default subset
     assert questions(only_harmless, "test") == ["harmless test q0", "harmless test q1"]
@@ -208,3 +210,44 @@ def test_left_truncation_keeps_real_hh_pairs_distinct():
         == tokenizer(f"{render_prompt(p.prompt)} {p.rejected}", truncation=True, max_length=256)["input_ids"]
         for p in pairs)
     assert right_identical > 0.05 * len(pairs)
+
+
+def test_subset_all_names_the_subsets_it_used_and_warns_about_the_missing_ones(isolated, monkeypatch, tmp_path,
+                                                                              capsys):
+    shared = tmp_path / "checkout" / ".." / "shared" / "data" / "hh-rlhf"
+    hub_layout(shared / "harmless-base", "harmless")
+    hub_layout(shared / "helpful-online", "online")
+    domain = HHDomain(subset="all")
+    with pytest.warns(UserWarning, match=r"helpful-base, helpful-rejection-sampled were not found .*"
+                                         r"using harmless-base, helpful-online only"):
+        domain.preferences("train")
+    assert "hh: train: 6 pairs from harmless-base (" in capsys.readouterr().err
+    assert domain.data_used() == {"hh_subsets_used": "harmless-base,helpful-online", "datasets": hh_files.HUB_ID,
+                                  "hh_subsets_missing": "helpful-base,helpful-rejection-sampled"}
+    assert isolated == []  # `all` takes what it finds locally; the hub is not asked for the rest
+
+    given = HHDomain(subset="all", data=str(shared))  # subset folders under data=: the same report
+    with pytest.warns(UserWarning, match="helpful-base, helpful-rejection-sampled were not found"):
+        given.preferences("test")
+    assert given.data_used()["hh_subsets_missing"] == "helpful-base,helpful-rejection-sampled"
+    lone = HHDomain(data=str(write_gz(tmp_path / "mine" / "pairs.jsonl.gz", [hh_row("q", "a", "b")] * 3)))
+    lone.preferences("train")
+    assert lone.data_used()["hh_subsets_used"] == f"unnamed: {tmp_path / 'mine' / 'pairs.jsonl.gz'}"
+    flat = HHDomain(data=str(shared / "harmless-base"))  # files right in a folder named like a subset
+    flat.preferences("test")
+    assert flat.data_used() == {"hh_subsets_used": "harmless-base", "datasets": hh_files.HUB_ID}
+
+
+def test_align_rm_summary_names_the_hh_subsets(isolated, tmp_path):
+    from align.config import load_config
+    from align.rm.data import load_rm_data
+    from align.rm.train import Config
+
+    hub_layout(tmp_path / "hh" / "helpful-base", "helpful")
+    config = load_config(Config, None, ["model=tiny-bert", "domain=hh", "domain_options.subset=all",
+                                        f"domain_options.data={tmp_path / 'hh'}", "max_length=32"])
+    with pytest.warns(UserWarning, match="harmless-base, helpful-online, helpful-rejection-sampled were not found"):
+        counts = load_rm_data(config).counts()
+    assert counts["hh_subsets_used"] == "helpful-base"
+    assert counts["hh_subsets_missing"] == "harmless-base,helpful-online,helpful-rejection-sampled"
+    assert counts["datasets"] == hh_files.HUB_ID

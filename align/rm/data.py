@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -13,7 +14,7 @@ from align.data import collate_pairs, encode_pair, load_preferences, split_train
 from align.models.loading import load_tokenizer
 from align.registry import get_domain
 from align.rm.denoise import DenoisePlan
-from align.types import CountsSkips, PreferencePair
+from align.types import CountsSkips, PreferencePair, ReportsDataUsed
 
 
 def head_index_for(pair: PreferencePair, head_names: list[str]) -> int:
@@ -96,20 +97,25 @@ class LoadedRMData:
     truncated_response_pairs: int
     identical_after_truncation: int
     pairs_without_strength: int
+    data_used: dict[str, Any] = field(default_factory=dict)
+    """What the domain says it read (`ReportsDataUsed`), e.g. hh's `hh_subsets_used`."""
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[str, Any]:
         counts = {"skipped_pairs": sum(self.skipped.values()),
                   **{f"skipped_{reason}": count for reason, count in sorted(self.skipped.items())},
                   "truncated_response_pairs": self.truncated_response_pairs,
                   "identical_after_truncation_pairs": self.identical_after_truncation}
         if self.pairs_without_strength:
             counts["pairs_without_strength"] = self.pairs_without_strength
-        return counts
+        return {**self.data_used, **counts}
 
 
-def _domain_pairs(config, split: str) -> tuple[list[PreferencePair], Counter]:
+def _domain_pairs(config, split: str, data_used: dict[str, Any]) -> tuple[list[PreferencePair], Counter]:
+    """The domain's pairs of `split` and its skip counts; what it says it read is added to `data_used`."""
     domain = get_domain(config.domain, **config.domain_options)
     pairs = list(domain.preferences(split))
+    if isinstance(domain, ReportsDataUsed):
+        data_used.update(domain.data_used())
     return pairs, Counter(domain.skipped) if isinstance(domain, CountsSkips) else Counter()
 
 
@@ -129,6 +135,7 @@ def _attach_strengths(pairs: list[PreferencePair], source: str, strict: bool) ->
 def load_rm_data(config) -> LoadedRMData:
     """Train and eval pairs for `config` (an `align.rm.train.Config`), tokenized with the model's tokenizer."""
     skipped: Counter = Counter()
+    data_used: dict[str, Any] = {}
     if config.data:
         loaded = load_preferences(config.data, strict=config.strict)
         train_pairs, skipped = loaded.pairs, Counter(loaded.skipped)
@@ -137,8 +144,8 @@ def load_rm_data(config) -> LoadedRMData:
         else:
             train_pairs, eval_pairs = split_train_eval(train_pairs, config.eval_fraction, config.seed)
     else:
-        train_pairs, skipped = _domain_pairs(config, "train")
-        eval_pairs = None if config.eval_data else _domain_pairs(config, "test")[0]
+        train_pairs, skipped = _domain_pairs(config, "train", data_used)
+        eval_pairs = None if config.eval_data else _domain_pairs(config, "test", data_used)[0]
     if config.eval_data:
         loaded_eval = load_preferences(config.eval_data, strict=config.strict)
         eval_pairs = loaded_eval.pairs
@@ -177,4 +184,4 @@ def load_rm_data(config) -> LoadedRMData:
     train = RMData(train_pairs, encode(train_pairs, "tokenizing train"), heads, tokenizer.pad_token_id)
     eval_pairs = eval_pairs or []
     held_out = RMData(eval_pairs, encode(eval_pairs, "tokenizing eval"), heads, tokenizer.pad_token_id)
-    return LoadedRMData(train, held_out, skipped, truncated, identical, missing_strength)
+    return LoadedRMData(train, held_out, skipped, truncated, identical, missing_strength, data_used)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from align.data import load_prompts, response_separator, split_train_eval
 from align.generation import encode_prompt, format_prompt
 from align.registry import get_domain
-from align.types import Prompt
+from align.types import Prompt, ReportsDataUsed
 
 IGNORE = -100
 """Label of tokens the loss skips (the prompt, padding)."""
@@ -67,15 +68,18 @@ def response_tokens(example: Example) -> int:
     return sum(label != IGNORE for label in example.labels[1:])
 
 
-def load_examples(config, tokenizer) -> tuple[list[Example], list[Example], dict[str, int]]:
+def load_examples(config, tokenizer) -> tuple[list[Example], list[Example], dict[str, Any]]:
     """Train and held-out examples of `config` (an `align.sft.train.Config`): its `data` file or the domain's
-    prompts with a reference; counts of skipped and truncated rows."""
+    prompts with a reference; counts of skipped and truncated rows, and what the domain says it read."""
     counts: Counter = Counter()
+    data_used: dict[str, Any] = {}  # what the domain says it read (`ReportsDataUsed`)
     if config.data:
         rows, skipped = load_prompts(config.data, strict=config.strict)
         counts.update({f"skipped_{k}": v for k, v in skipped.items()})
     else:
-        rows = list(get_domain(config.domain, **config.domain_options).prompts("train"))
+        domain = get_domain(config.domain, **config.domain_options)
+        rows = list(domain.prompts("train"))
+        data_used = dict(domain.data_used()) if isinstance(domain, ReportsDataUsed) else {}
     with_response = [r for r in rows if r.reference]
     counts["skipped_no_response"] += len(rows) - len(with_response)
     if config.max_examples > 0:
@@ -91,4 +95,4 @@ def load_examples(config, tokenizer) -> tuple[list[Example], list[Example], dict
                                           chat=config.prompt_format == "chat")
             counts["truncated"] += cut
             encoded[name].append(example)
-    return encoded["train"], encoded["eval"], {k: v for k, v in counts.items() if v}
+    return encoded["train"], encoded["eval"], {**data_used, **{k: v for k, v in counts.items() if v}}
