@@ -1,6 +1,8 @@
-"""The code reward called the way TRL, OpenRLHF and verl call a reward (frameworks not installed)."""
+"""The code reward called the way TRL, OpenRLHF and verl call a reward, without the frameworks (their own
+dispatch code calls the shims in tests/test_shims_frameworks.py)."""
 import json
 
+import pytest
 import torch
 
 from domains.code.easy import easy_tasks
@@ -34,6 +36,23 @@ def test_openrlhf_reward_func_signature():
 
 def test_verl_compute_score_single_and_batched():
     score = compute_score("code", GOOD, task_label(TASK), extra_info={"index": 0})
-    assert score["score"] == 1.0 and score["status"] == "passed"
-    batch = compute_score(["code", "code"], [GOOD, BAD], [task_label(TASK), json.loads(task_label(TASK))], [{}, {}])
+    assert score["score"] == 1.0 and score["status"] == "passed" and score["dropped"] is False
+    # verl's single-sample managers: singular keywords
+    keywords = compute_score(data_source="code", solution_str=BAD, ground_truth="easy/add_three", extra_info={})
+    assert keywords["score"] == -0.3 and keywords["pass_ratio"] == 0.0
+    # verl's batch manager: plural keywords, a list back (the old signature raised TypeError here)
+    batch = compute_score(data_sources=["code", "code"], solution_strs=[GOOD, BAD],
+                          ground_truths=[task_label(TASK), json.loads(task_label(TASK))], extra_infos=[{}, {}])
     assert [s["score"] for s in batch] == [1.0, -0.3] and batch[1]["pass_ratio"] == 0.0
+    positional = compute_score(["code", "code"], [GOOD, BAD], [task_label(TASK)] * 2, [{}, {}])
+    assert [s["score"] for s in positional] == [1.0, -0.3]
+    assert compute_score(solution_strs=[GOOD], ground_truths=["easy/add_three"], scheme="pass_rate")[0]["score"] == 1.0
+
+
+def test_verl_compute_score_rejects_what_it_cannot_read():
+    with pytest.raises(TypeError, match="not both"):
+        compute_score(solution_str=GOOD, solution_strs=[GOOD], ground_truth="easy/add_three")
+    with pytest.raises(TypeError, match="missing solution_str"):
+        compute_score(data_source="code", ground_truth="easy/add_three")
+    with pytest.raises(ValueError, match="ground_truths has 1 entries for 2 solutions"):
+        compute_score(solution_strs=[GOOD, BAD], ground_truths=["easy/add_three"])

@@ -92,6 +92,16 @@ class RewardModel(nn.Module):
     def num_heads(self) -> int:
         return len(self.head_names)
 
+    def head_index(self, head: str | int) -> int:
+        """The column of `head` (a head name, or an index as a number or a string of digits) in the rewards."""
+        if isinstance(head, str) and not head.lstrip("-").isdigit():
+            if head not in self.head_names:
+                raise ValueError(f"head: {head!r} is not a head of this reward model ({', '.join(self.head_names)})")
+            return self.head_names.index(head)
+        if not 0 <= int(head) < self.num_heads:
+            raise ValueError(f"head: index {head} out of range for heads {self.head_names}")
+        return int(head)
+
     @property
     def hidden_size(self) -> int:
         return final_linear_head(self.model).in_features

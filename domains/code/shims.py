@@ -1,24 +1,21 @@
-"""The code reward in the shapes three RL frameworks call (none of them needs to be installed here).
+"""The code reward in the shapes TRL, OpenRLHF and verl call (`align.shims` has the calling conventions).
 
 Each sample needs its task (tests, entry point, code prompt). Put it in the dataset as a *label*:
 `task_label(task)` gives a JSON string; a plain task id (`"HumanEval/3"`, `"easy/add_three"`) works
 too and is looked up in the task sets named by `$ALIGN_CODE_TASKS` (default `easy,humaneval`).
 
-- TRL (`GRPOTrainer(reward_funcs=[trl_reward_func()])`): called as
-  `f(prompts=[...], completions=[...], completion_ids=..., **dataset_columns)`; the label comes from
-  the dataset column `label` (or `task_id`). Conversational completions
-  (`[[{"role": "assistant", "content": ...}]]`) are read too. Returns list[float | None]
-  (None: sandbox failure, which TRL ignores).
-- OpenRLHF (`--remote_rm_url /path/to/domains/code/shims.py --label_key label`): this file defines
-  `reward_func(queries, prompts, labels)`; queries are prompt + response. Returns
-  `{"rewards": tensor, "scores": tensor, "extra_logs": {...}}`; a sandbox failure scores 0 and is
-  counted in `extra_logs["sandbox_errors"]` (OpenRLHF has no way to drop a sample).
-- verl (`custom_reward_function.path=/path/to/domains/code/shims.py`,
-  `custom_reward_function.name=compute_score`): `compute_score(data_source, solution_str,
-  ground_truth, extra_info=None)` returns `{"score": float, "status": ..., "pass_ratio": ...}`;
-  lists for the batch reward manager are accepted as well.
+- TRL (`GRPOTrainer(reward_funcs=[trl_reward_func()])`): the label comes from the dataset column `label`
+  (or `task_id`); plain and conversational completions. Returns list[float | None] (None: sandbox failure,
+  which TRL leaves out).
+- OpenRLHF (`--remote_rm_url /path/to/domains/code/shims.py --label_key label`): this file's
+  `reward_func(queries, prompts, labels)`. `scores` is 1 for a program that passed, else 0; a sandbox failure
+  rewards 0 and is counted in `extra_logs["sandbox_errors"]` (OpenRLHF has no way to drop a sample).
+- verl (`custom_reward_function.path=/path/to/domains/code/shims.py`, `custom_reward_function.name=compute_score`,
+  the label as `reward_model.ground_truth`): one sample (`data_source=, solution_str=, ground_truth=,
+  extra_info=`) gives `{"score", "dropped", "status", "pass_ratio"}`; the batch manager's plural keywords give
+  a list of them. `custom_reward_function.reward_kwargs.scheme=rltf` picks the scheme.
 
-The reward scheme comes from `$ALIGN_CODE_REWARD` (stepcoder, rltf, pass_rate; default stepcoder).
+The reward scheme comes from `$ALIGN_CODE_REWARD` (stepcoder, rltf, pass_rate; default stepcoder) unless given.
 """
 from __future__ import annotations
 
@@ -27,7 +24,8 @@ import os
 from functools import lru_cache
 from typing import Any
 
-from align.types import Prompt
+from align import shims
+from align.types import Prompt, RewardOutput
 from domains.code.rewards import RewardSettings, code_rewards
 from domains.code.tasks import CodeTask
 
@@ -66,52 +64,20 @@ def prompt_from_label(label: Any) -> Prompt:
                         "continuation": None})
 
 
-def _settings() -> RewardSettings:
-    return RewardSettings(scheme=os.environ.get("ALIGN_CODE_REWARD", "stepcoder"))
-
-
-def _text(completion: Any) -> str:
-    """A completion as TRL passes it: a string, or a list of messages (conversational)."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
-        return str(completion[-1].get("content", ""))
-    raise TypeError(f"completion: expected a string or a list of messages, got {type(completion).__name__}")
+def score_code(prompts: list, completions: list[str], labels: list[Any], settings: RewardSettings | None = None,
+               scheme: str | None = None) -> list[RewardOutput]:
+    """The code reward of each completion for the task its label names (the prompts are not needed)."""
+    if settings is None:
+        settings = RewardSettings(scheme=scheme or os.environ.get("ALIGN_CODE_REWARD", "stepcoder"))
+    return code_rewards([prompt_from_label(label) for label in labels], completions, settings)
 
 
 def trl_reward_func(settings: RewardSettings | None = None, label_column: str = "label"):
-    """A TRL `reward_funcs` entry scoring with the code reward."""
-    settings = settings or _settings()
-
-    def code_reward(prompts: list, completions: list, **kwargs: Any) -> list[float | None]:
-        labels = kwargs.get(label_column) or kwargs.get("task_id")
-        if labels is None:
-            raise ValueError(f"code reward: the dataset needs a `{label_column}` (or `task_id`) column")
-        reward_prompts = [prompt_from_label(label) for label in labels]
-        return [o.reward for o in code_rewards(reward_prompts, [_text(c) for c in completions], settings)]
-
-    code_reward.__name__ = f"code_{settings.scheme}"
-    return code_reward
+    """A TRL `reward_funcs` entry scoring with the code reward (named `code_<scheme>` in TRL's logs)."""
+    settings = settings or RewardSettings(scheme=os.environ.get("ALIGN_CODE_REWARD", "stepcoder"))
+    return shims.trl_reward_func(score_code, f"code_{settings.scheme}", (label_column, "task_id"), settings=settings)
 
 
-def reward_func(queries: list[str], prompts: list[str], labels: list[Any], **kwargs: Any) -> dict:
-    """OpenRLHF's `--remote_rm_url reward_func.py` entry point."""
-    import torch
-
-    responses = [q.removeprefix(p) for q, p in zip(queries, prompts)]
-    outputs = code_rewards([prompt_from_label(label) for label in labels], responses, _settings())
-    rewards = torch.tensor([o.reward if o.reward is not None else 0.0 for o in outputs], dtype=torch.float32)
-    passed = torch.tensor([1.0 if o.parts.get("status") == "passed" else 0.0 for o in outputs])
-    return {"rewards": rewards, "scores": passed,
-            "extra_logs": {"sandbox_errors": torch.tensor(float(sum(o.reward is None for o in outputs)))}}
-
-
-def compute_score(data_source: Any, solution_str: Any, ground_truth: Any, extra_info: Any = None, **kwargs: Any):
-    """verl's custom reward function (per sample, or lists for its batch reward manager)."""
-    batched = isinstance(solution_str, list)
-    solutions = solution_str if batched else [solution_str]
-    truths = ground_truth if batched else [ground_truth]
-    outputs = code_rewards([prompt_from_label(t) for t in truths], solutions, _settings())
-    scores = [{"score": o.reward if o.reward is not None else 0.0, "status": o.parts.get("status"),
-               "pass_ratio": o.parts.get("pass_ratio", 0.0), "sandbox_error": o.reward is None} for o in outputs]
-    return scores if batched else scores[0]
+reward_func = shims.openrlhf_reward_func(score_code, score_of=lambda o: o.parts.get("status") == "passed",
+                                         dropped_name="sandbox_errors")
+compute_score = shims.verl_compute_score(score_code, parts=("status", "pass_ratio"))

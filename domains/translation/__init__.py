@@ -5,7 +5,7 @@ hacking, and the evaluation (tie-calibrated accuracy, robustness to corrupted tr
 Modules: `domain` (the adapter), `mqm` (MQM annotations -> pairs), `parallel` (parallel text -> prompts;
 users' preference files), `reward` (heads, metrics and guards combined), `guards`, `metrics`, `comet`,
 `agreement` (accuracy against MQM), `robustness` (corrupted translations), `evaluate` (`align eval`),
-`demo` (the `align demo` stage).
+`demo` (the `align demo` stage), `shims` (the reward for TRL / OpenRLHF / verl).
 """
 from domains.translation.domain import TranslationDomain
 
