@@ -152,3 +152,33 @@ def swav_loss(view_a: torch.Tensor, view_b: torch.Tensor, prototypes: torch.Tens
     log_p_a = F.log_softmax(scores_a / temperature, dim=-1)
     log_p_b = F.log_softmax(scores_b / temperature, dim=-1)
     return -0.5 * ((codes_b * log_p_a).sum(dim=-1) + (codes_a * log_p_b).sum(dim=-1)).mean()
+
+
+# =========================================================================== MetaRM
+
+
+def metarm_difference_loss(group_rewards: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """MetaRM's difference loss: how far apart the RM puts the k responses a (shifted) policy sampled for
+    one prompt. It is MAXIMISED (the inner gradient-ascent step of MetaRM).
+
+        J(θ; x, s_1..s_k) = (2 / k²) Σ_{i<j} σ(|r_θ(x, s_i) − r_θ(x, s_j)|)
+
+    `group_rewards` [G, K]: rewards of G groups of up to K responses each; `mask` [G, K] (True = a real
+    response) lets a group hold fewer, k being then that group's own count. Returns J per group, shape [G],
+    no reduction (a group with fewer than two responses has no pair: J = 0). σ(|Δ|) ≥ 1/2, so k equal
+    rewards give J = (k − 1) / (2k), the minimum, where the gradient of |Δ| (and of J) is zero.
+
+    Dou et al. 2024, "MetaRM: Shifted Distributions Alignment via Meta-Learning" (arXiv 2405.00438), the
+    difference loss J_θ; part of Wang et al. 2024, "Secrets of RLHF in Large Language Models Part II: Reward
+    Modeling".
+    """
+    rewards = group_rewards.float()
+    if mask is None:
+        mask = torch.ones_like(rewards, dtype=torch.bool)
+    mask = mask.bool()
+    gaps = (rewards.unsqueeze(2) - rewards.unsqueeze(1)).abs()  # [G, K, K]: |r_i − r_j|
+    both = mask.unsqueeze(2) & mask.unsqueeze(1)
+    upper = torch.ones(rewards.shape[1], rewards.shape[1], dtype=torch.bool, device=rewards.device).triu(1)
+    pair_terms = torch.where(both & upper, torch.sigmoid(gaps), torch.zeros_like(gaps))
+    k = mask.sum(dim=1).float()
+    return 2.0 * pair_terms.sum(dim=(1, 2)) / k.clamp(min=1.0).pow(2)
