@@ -125,12 +125,15 @@ def ppo_step(models: Models, policy, critic, trainer: Trainer, config: Config, s
     advantages, returns = L.gae(token_rewards, old_values, mask, config.gamma, config.lam)
     sequence_kl = trainer.gather(kl.sum(dim=1))[all_kept]
     mean_kl = sequence_kl.mean().item()
-    stats.update(kl=mean_kl, kl_per_token=L.masked_mean(kl, mask).item(), kl_coef=kl_control.value,
-                 entropy=L.masked_mean(entropy, mask).item(), reward_normalized=score[kept.to(device)].mean().item()
-                 if kept.any() else float("nan"),
-                 values=L.masked_mean(old_values, mask).item(), returns=L.masked_mean(returns, mask).item(),
+    # means over every process's samples and tokens (one all-reduce), as one process would log them
+    score_sum, samples, tokens, kl_sum, entropy_sum, value_sum, return_sum, trained_tokens = trainer.sum_over_processes(
+        score.sum().item(), kept.sum().item(), mask.sum().item(), kl.sum().item(), (entropy * mask).sum().item(),
+        (old_values * mask).sum().item(), (returns * mask).sum().item(), loss_mask.sum().item())
+    stats.update(kl=mean_kl, kl_per_token=kl_sum / max(tokens, 1), kl_coef=kl_control.value,
+                 entropy=entropy_sum / max(tokens, 1), reward_normalized=score_sum / max(samples, 1),
+                 values=value_sum / max(tokens, 1), returns=return_sum / max(tokens, 1),
                  explained_variance=L.explained_variance(old_values, returns, mask),
-                 fgo_token_share=(loss_mask.sum() / mask.sum().clamp(min=1)).item())
+                 fgo_token_share=trained_tokens / max(tokens, 1))
     if not math.isfinite(mean_kl) or (config.kl_ceiling and mean_kl > config.kl_ceiling):
         raise PPOStopped(f"KL to the reference is {mean_kl:.3g} nats per sequence (ceiling kl_ceiling="
                          f"{config.kl_ceiling}); lower learning_rate or raise kl_coef")
