@@ -147,3 +147,12 @@ class Placeable(Protocol):
     def place(self, device: Any, dtype: Any) -> None: ...
 
     def scoring_model(self) -> tuple[str | None, int, int]: ...
+
+
+@runtime_checkable
+class ReferenceMetric(Protocol):
+    """A domain that scores completions against their prompt's reference (`Prompt.reference`) with a named metric
+    (translation: `chrf`, `bleu`; 0-100, higher is better), None for a prompt without a reference. The `metric`
+    judge of `align eval` compares two policies with it."""
+
+    def reference_metric(self, prompts: list[Prompt], completions: list[str], metric: str) -> list[float | None]: ...

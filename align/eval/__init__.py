@@ -1,2 +1,3 @@
 """Evaluation: `align eval` (`evaluate`: a domain's own evaluation, or a reward model's accuracy on a
-preference file) and the statistics behind verdicts (`stats`)."""
+preference file; `compare`: win / tie / lose of two policies under a judge from `judges`) and the statistics
+behind verdicts (`stats`)."""

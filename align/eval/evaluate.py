@@ -2,11 +2,13 @@
 
 With a domain that is `Evaluable` (code: pass@k; translation: acc_eq and robustness) its `evaluate`
 runs. Otherwise a saved reward model is scored on a preference file:
-pairwise accuracy, mean margin and a histogram of reward gaps.
+pairwise accuracy, mean margin and a histogram of reward gaps. With `judge=` two policies (or two
+completion files) are compared instead: win / tie / lose (align/eval/compare.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -38,11 +40,49 @@ class Config:
     seed: int = doc("Random seed for sampling.", 0)
     strict: bool = doc("Fail on the first bad data row instead of skipping it.", False)
     options: dict = doc("Domain-specific evaluation options, e.g. `options.k=[1,5]` `options.num_samples=10`.", {})
+    judge: str | None = doc("Compare two policies instead: `rm`, `execution`, `metric`, `llm` or `human` gives win / "
+                            "tie / lose of A against B on the prompts of `data` or of the domain's `split`, with 95% "
+                            "intervals and a sign test (align/eval/compare.py).", None)
+    judge_options: dict = doc("Options of the judge (align/eval/judges): `judge_options.model=RM_DIR` and `tie_band` "
+                              "(rm); `metric`, `tie_band` (metric); `base_url`, `model`, `api_key_env` (llm); "
+                              "`labels=FILE` once annotated (human).", {})
+    policy_a: str | None = doc("Policy A (embedded name, hub id or path) whose completions are generated and judged.",
+                               None)
+    policy_b: str | None = doc("Policy B, the baseline A is compared with.", None)
+    completions_a: str | None = doc("Completions of A instead of `policy_a`: JSONL rows `{id, completion}` (matched "
+                                    "to the prompts by id, or by order without ids), as a judged run writes them.",
+                                    None)
+    completions_b: str | None = doc("Completions of B instead of `policy_b`.", None)
+    max_new_tokens: int = doc("Tokens generated per completion of `policy_a` / `policy_b`.", 128)
+    temperature: float = doc("Sampling temperature of `policy_a` / `policy_b` (0: greedy).", 0.0)
+    prompt_format: Literal["chat", "completion"] = doc("How `policy_a` / `policy_b` read the prompts: the tokenizer's "
+                                                       "chat template, or the text as it is.", "chat")
 
     def validate(self) -> None:
         if self.batch_size <= 0 or self.max_length <= 0:
             raise ConfigError("batch_size and max_length: expected positive integers")
         check_path("data", self.data)
+        self.validate_judge()
+
+    def validate_judge(self) -> None:
+        sides = {side: (getattr(self, f"policy_{side}"), getattr(self, f"completions_{side}")) for side in "ab"}
+        if not self.judge:
+            given = [f"{kind}_{side}" for side, (policy, path) in sides.items()
+                     for kind, value in (("policy", policy), ("completions", path)) if value]
+            if given or self.judge_options:
+                raise ConfigError(f"{(given or ['judge_options'])[0]}: only with a judge (judge=rm|execution|metric|"
+                                  "llm|human)")
+            return
+        from align.eval.judges import JUDGES
+
+        if self.judge not in JUDGES:
+            raise ConfigError(f"judge: expected one of {', '.join(JUDGES)}, got {self.judge!r}")
+        for side, (policy, path) in sides.items():
+            if bool(policy) == bool(path):
+                raise ConfigError(f"policy_{side} / completions_{side}: give exactly one for side {side.upper()}")
+            check_path(f"completions_{side}", path)
+        if self.max_new_tokens <= 0:
+            raise ConfigError(f"max_new_tokens: expected a positive integer, got {self.max_new_tokens!r}")
 
 
 @torch.no_grad()
@@ -68,6 +108,10 @@ def _preference_pairs(config: Config) -> tuple[list[PreferencePair], dict[str, i
 
 
 def run(config: Config) -> dict:
+    if config.judge:
+        from align.eval.compare import compare
+
+        return compare(config)
     run_dir = RunDir(config.output_dir)
     run_dir.save_config(config)
     if not config.data:

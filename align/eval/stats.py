@@ -14,11 +14,20 @@ def wilson_interval(passed: int, total: int, z: float = 1.96) -> tuple[float, fl
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def mcnemar_exact(gained: int, lost: int) -> float:
-    """Two-sided exact McNemar p-value: under no change, the discordant tasks (passed only after:
-    `gained`; only before: `lost`) split as Binomial(gained + lost, 1/2)."""
-    n = gained + lost
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test p-value (ties already left out): under no difference, each of the
+    n = wins + losses decided comparisons goes either way with probability 1/2, so
+    p = min(1, 2 * sum_{i <= min(wins, losses)} C(n, i) / 2^n); 1 when nothing was decided."""
+    if wins < 0 or losses < 0:
+        raise ValueError(f"sign_test: counts must be non-negative, got {wins} and {losses}")
+    n = wins + losses
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1)) / 2 ** n
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2 ** n
     return min(1.0, 2 * tail)
+
+
+def mcnemar_exact(gained: int, lost: int) -> float:
+    """Two-sided exact McNemar p-value: under no change, the discordant tasks (passed only after:
+    `gained`; only before: `lost`) split as Binomial(gained + lost, 1/2), which is the sign test on them."""
+    return sign_test(gained, lost)

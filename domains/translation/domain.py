@@ -13,6 +13,7 @@ from align.types import PreferencePair, Prompt, RewardOutput
 from domains.translation import mqm
 from domains.translation.demo import demo_stage
 from domains.translation.evaluate import evaluate_domain
+from domains.translation.metrics import SENTENCE_METRICS
 from domains.translation.mqm import REFERENCE_SYSTEM
 from domains.translation.parallel import (
     format_prompt,
@@ -270,6 +271,17 @@ class TranslationDomain:
                                   head_scorer=self.head_rewards if use_heads else None,
                                   head_stats=self.head_stats() if use_heads else None,
                                   comet_scorer=self.comet_scorer(), src_lang=self.src_lang, tgt_lang=self.tgt_lang)
+
+    def reference_metric(self, prompts: list[Prompt], completions: list[str], metric: str) -> list[float | None]:
+        """Sentence `chrf` or `bleu` (0-100) of each completion against its prompt's reference, with the target
+        language's settings; None without a reference (align.types.ReferenceMetric, the `metric` judge)."""
+        if metric not in ("chrf", "bleu"):
+            raise ValueError(f"metric: expected chrf or bleu, got {metric!r}")
+        scores: list[float | None] = []
+        for prompt, completion in zip(prompts, completions, strict=True):
+            _, _, tgt_lang, reference = prompt_fields(prompt, self.src_lang, self.tgt_lang)
+            scores.append(SENTENCE_METRICS[metric](completion, reference, tgt_lang) if reference else None)
+        return scores
 
     def demo_stages(self) -> dict:
         """`align demo` stages (align.types.HasDemo): `translation`, a small multi-head RM on this domain's MQM
