@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ppo": ("align.ppo.train", "PPO-max against a reward model or a domain reward"),
     "iterate": ("align.iterate", "iterative RLHF: sample, MetaRM update, PPO round, repeat"),
     "eval": ("align.eval.evaluate", "RM accuracy, pass@k, translation metrics, win/tie/lose"),
+    "serve": ("align.serve.server", "HTTP: a policy (OpenAI-compatible), a reward model (OpenRLHF), a domain reward"),
     "demo": ("align.demo", "the embedded default, end to end, offline on a CPU"),
     "sandbox": ("sandbox.cli", "`run` a program with tests in the sandbox; `check` this machine's isolation"),
     "plan": ("align.plan", ("per-GPU memory of a config on the meta device: weights, grads, optimizer, "
