@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "iterate": ("align.iterate", "iterative RLHF: sample, MetaRM update, PPO round, repeat"),
     "eval": ("align.eval.evaluate", "RM accuracy, pass@k, translation metrics, win/tie/lose"),
     "serve": ("align.serve.server", "HTTP: a policy (OpenAI-compatible), a reward model (OpenRLHF), a domain reward"),
+    "export": ("align.export", "a run's model to share: model card, LoRA adapters or (--merge) a merged model"),
     "demo": ("align.demo", "the embedded default, end to end, offline on a CPU"),
     "sandbox": ("sandbox.cli", "`run` a program with tests in the sandbox; `check` this machine's isolation"),
     "plan": ("align.plan", ("per-GPU memory of a config on the meta device: weights, grads, optimizer, "
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"align {command}: this command is not part of this build yet", file=sys.stderr)
         return 2
-    if command in ("sandbox", "plan"):  # their own arguments (plan: --accelerate, --gpu-memory, ...)
+    if command in ("sandbox", "plan", "export"):  # their own arguments (plan: --accelerate, --gpu-memory, ...)
         return module.main(rest)
     if any(a in ("-h", "--help") for a in rest):
         print(f"align {command}: {COMMANDS[command][1]}\n\nkeys:")

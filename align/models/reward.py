@@ -145,6 +145,15 @@ class RewardModel(nn.Module):
         self.model = add_lora(self.model, options, task_type="SEQ_CLS")
         self._hook = final_linear_head(self.model).register_forward_pre_hook(self._capture_features)
 
+    def load_lora(self, directory) -> None:
+        """Wrap the backbone with the trained adapters and head that `save_pretrained` wrote under LoRA (`align rm`'s
+        adapter/), e.g. to merge them."""
+        from peft import PeftModel
+
+        self._hook.remove()
+        self.model = PeftModel.from_pretrained(self.model, str(directory))
+        self._hook = final_linear_head(self.model).register_forward_pre_hook(self._capture_features)
+
     def merge_lora(self) -> None:
         """Fold trained adapters into the weights: the model saves as a plain sequence-classification
         checkpoint again."""

@@ -150,6 +150,7 @@ def train_ppo(config: Config, prompts: list[Prompt] | None = None, reward_fn: Re
     if stop_reason is None:
         trainer.save_checkpoint(state)
         trainer.save_model("policy", run.path / "model")
+        run.write_model_card(config, summary, "ppo")
     if trainer.is_main:
         if config.report:
             from align.ppo.report import write_ppo_report

@@ -169,6 +169,7 @@ def finish(config: Config, trainer: Trainer, model, data, plan, state: TrainStat
         if trainer.is_main:
             trainer.unwrap("model").merge_lora()
     trainer.save_model("model", run.path / "model")
+    run.write_model_card(config, summary, "rm")
     if trainer.is_main:
         trainer.log(state.step, **final_metrics)
         if config.report:

@@ -163,6 +163,7 @@ def train_sft(config: Config) -> dict:
                "response_tokens_per_second": state.tokens_seen / max(state.train_seconds, 1e-9),
                "model_dir": str(trainer.run.path / "model")}
     trainer.save_model("model", trainer.run.path / "model")
+    trainer.run.write_model_card(config, summary, "sft")
     if trainer.is_main:
         if final:
             trainer.log(state.step, **final)

@@ -56,6 +56,15 @@ class RunDir:
     def save_config(self, config: Any) -> None:
         save_config(config, self.path / "config.yaml")
 
+    def write_model_card(self, config: Any, summary: dict[str, Any], command: str, model: str = "model") -> None:
+        """README.md (a Hugging Face model card: base model, data, metrics of `summary`, config) in the model
+        directory `model` of this run; rank 0 writes it. Here so that each trainer's final save needs one line."""
+        from align.models.card import write_model_card
+        from align.training.precision import is_main_process
+
+        if is_main_process():
+            write_model_card(self.path / model, config, summary, command)
+
     def log(self, step: int, **metrics: Any) -> None:
         record = {"step": step, "time": round(time.time(), 3)}
         record.update({k: _finite(v.item() if hasattr(v, "item") else v) for k, v in metrics.items()})
