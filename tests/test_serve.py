@@ -123,6 +123,19 @@ def test_domain_reward_by_prompt_text_prefers_the_reference(server):
     assert parts[0]["metric_chrf"] == pytest.approx(100.0) and parts[2]["guards_failed"] == ["empty"]
 
 
+def test_domain_reward_by_prompt_id_uses_the_domains_own_prompt(server):
+    from align.registry import get_domain
+
+    try:
+        prompt = get_domain("translation").prompts("test")[0]
+    except FileNotFoundError as error:
+        pytest.skip(f"translation data absent: {error}")
+    answer = post(server, "/reward", {"prompt_ids": [prompt.id, prompt.id], "completions": [prompt.reference, "x"]})
+    assert answer.status_code == 200, answer.text
+    rewards, parts = answer.json()["rewards"], answer.json()["parts"]
+    assert parts[0]["metric_chrf"] == pytest.approx(100.0) and rewards[0] > rewards[1]
+
+
 # --------------------------------------------------------------------------- bad input
 
 
