@@ -6,7 +6,7 @@ other combination (disagreement, a `tie` answer, an answer naming neither) is a 
 template in `configs/judges/` (`template=` picks another file).
 
 Requests run on a bounded thread pool (`concurrency`); each has a timeout, and connection errors,
-timeouts, 408/409/429 and 5xx answers are retried with exponential backoff (`backoff_s * 2**attempt`).
+timeouts, broken answers, 408/409/429 and 5xx are retried with exponential backoff (`backoff_s * 2**attempt`).
 A pair whose request still fails is excluded (`request_failed`), never counted as a tie; 401, 403 and
 404 (a wrong key, URL or model name) stop the run at once. Every request's latency (the answered
 attempt) and attempts are kept in the verdict's detail and summarised by `summary`.
@@ -116,7 +116,7 @@ class LLMJudge:
             started = time.perf_counter()
             try:
                 response = requests.post(self.url, json=body, headers=headers, timeout=self.timeout_s)
-            except (requests.ConnectionError, requests.Timeout) as failure:
+            except requests.RequestException as failure:  # connection refused or reset, timeout, broken body
                 error = f"{type(failure).__name__}: {failure}"
             else:
                 if response.status_code == 200:
