@@ -117,7 +117,8 @@ def test_prompts_both_directions(data_dir):
     zh_en = TranslationDomain(data_dir=str(data_dir)).prompts("train")
     assert [p.reference for p in zh_en] == ["I love you", "Thank you"]
     assert zh_en[0].prompt == "Translate this from Chinese to English:\nChinese: 我爱你\nEnglish:"
-    assert zh_en[0].meta == {"source": "我爱你", "src_lang": "zh", "tgt_lang": "en"}
+    assert zh_en[0].meta == {"source": "我爱你", "src_lang": "zh", "tgt_lang": "en", "style": "completion",
+                             "stop": ["\n"]}
     en_zh = TranslationDomain(data_dir=str(data_dir), direction="en-zh")
     assert en_zh.prompts("train")[1].prompt == "Translate this from English to Chinese:\nEnglish: Thank you\nChinese:"
     assert en_zh.prompts("test")[0].reference == "早上好"

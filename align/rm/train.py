@@ -36,6 +36,9 @@ class Config(TrainConfig):
     domain_options: dict = doc("Keyword options for the domain adapter (e.g. `domain_options.subset=helpful-base`).",
                                {})
     dropout: float | None = doc("Dropout rate inside the model; empty keeps the model's own.", None)
+    freeze_word_embeddings: bool = doc("Keep the backbone's input word embeddings fixed (not trained, no optimizer "
+                                       "state): most of a large-vocabulary encoder (multilingual-e5-small: 96M of "
+                                       "118M parameters), of which a preference set uses a few thousand rows.", False)
     loss: LossConfig = nested(LossConfig, "Pairwise loss and strength-aware denoising.")
     contrastive: ContrastiveConfig = nested(ContrastiveConfig, "Contrastive term (SimCSE or SwAV) added to the "
                                             "pairwise loss.")
@@ -116,6 +119,8 @@ def build_reward_model(config: Config, trainer: Trainer):
                               dtype=trainer.weights_dtype(trainable=not config.lora.enabled))
     if config.lora.enabled:
         model.add_lora(config.lora)
+    if config.freeze_word_embeddings:
+        model.model.get_input_embeddings().weight.requires_grad_(False)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     if config.contrastive.enabled:  # the term's prototypes train and checkpoint with the model

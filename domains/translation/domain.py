@@ -12,9 +12,10 @@ from align.data import DATA_DIR_ENV, data_dirs, in_test_split
 from align.types import PreferencePair, Prompt, RewardOutput
 from domains.translation import mqm
 from domains.translation.demo import demo_stage
+from domains.translation.embedding_rm import EmbeddingRewardModel, is_embedding_rm
 from domains.translation.evaluate import evaluate_domain
 from domains.translation.metrics import SENTENCE_METRICS
-from domains.translation.mqm import REFERENCE_SYSTEM
+from domains.translation.mqm import REFERENCE_SYSTEM, reference_translations
 from domains.translation.parallel import (
     format_prompt,
     load_user_preferences,
@@ -33,11 +34,6 @@ from domains.translation.reward import (
 
 MQM_FILE = Path("mqm-ted-zhen") / "mqm_ted_zhen.tsv.gz"
 ALMA_DIR = Path("alma-zhen")
-
-
-def reference_translations(scores: list[mqm.SegmentScore]) -> dict[str, str]:
-    """Source text -> the human reference (`REFERENCE_SYSTEM`) translation, for the sources that have one."""
-    return {s.source: s.target for s in scores if s.system == REFERENCE_SYSTEM}
 
 
 def _reward_config(options: dict | RewardConfig | None) -> RewardConfig:
@@ -72,7 +68,8 @@ class TranslationDomain:
                  test_docs: list[str] | None = None, seed: int = 0, max_pairs: int = -1, max_eval_pairs: int = -1,
                  aspects: list[str] | None = None, exclude_systems: list[str] | None = None, strict: bool = False,
                  reward: dict | RewardConfig | None = None, comet_model: str | None = None, batch_size: int = 32,
-                 max_length: int = 256, rm_reference: bool = False):
+                 max_length: int = 256, rm_reference: bool = False, exclude_docs: list[str] | None = None,
+                 synthetic_pairs: int = 0):
         self.src_lang, self.tgt_lang = parse_direction(direction)
         if min_gap < 0:
             raise ConfigError(f"domain_options.min_gap: expected a non-negative number, got {min_gap!r}")
@@ -89,6 +86,11 @@ class TranslationDomain:
         self.batch_size, self.max_length = batch_size, max_length
         # the reward model reads the human reference too (train pairs, evaluation and reward alike)
         self.rm_reference = rm_reference
+        # MQM documents left out of both splits (to validate on a training document with the test one unseen)
+        self.exclude_docs = tuple(exclude_docs or ())
+        if synthetic_pairs < 0:
+            raise ConfigError(f"domain_options.synthetic_pairs: expected a count >= 0, got {synthetic_pairs!r}")
+        self.synthetic_pairs = synthetic_pairs  # major-error pairs from ALMA train text added to the train split
         self._skipped: dict[str, Counter] = {}  # per data source, so reading a split twice counts once
         self._scores: list[mqm.SegmentScore] | None = None
         self._reward_model = None
@@ -129,7 +131,7 @@ class TranslationDomain:
         """The scored translations of the train or test documents."""
         if split not in ("train", "test"):
             raise ValueError(f"translation preference splits are train and test, got {split!r}")
-        scores = self.segment_scores()
+        scores = [s for s in self.segment_scores() if s.doc not in self.exclude_docs]
         train_docs, test_docs = mqm.split_documents(scores, self.test_fraction, self.seed, self.test_docs)
         return [s for s in scores if s.doc in (train_docs if split == "train" else test_docs)]
 
@@ -155,7 +157,25 @@ class TranslationDomain:
         self._skipped[split] = Counter({f"{split}_{k}": v for k, v in counts.items()})
         random.Random(f"{self.seed}:{split}").shuffle(pairs)  # so any prefix mixes sources and aspects
         cap = self.max_pairs if split == "train" else self.max_eval_pairs
-        return pairs[:cap] if cap > 0 else pairs
+        pairs = pairs[:cap] if cap > 0 else pairs
+        if split == "train" and self.synthetic_pairs:
+            pairs = self._with_synthetic_pairs(pairs)
+        return pairs
+
+    def _with_synthetic_pairs(self, pairs: list[PreferencePair]) -> list[PreferencePair]:
+        """`pairs` and `synthetic_pairs` major-error pairs from ALMA training sentences in both directions
+        (`synthetic.py`), mixed in by a seeded shuffle. With `rm_reference` the reward model would read the chosen
+        translation as its own reference, so the reference line is left out of these pairs' prompts."""
+        from domains.translation.synthetic import synthetic_pairs
+
+        directory = self.resolve_data_dir() / ALMA_DIR
+        rows = [(s, t, a, b) for a, b in ((self.src_lang, self.tgt_lang), (self.tgt_lang, self.src_lang))
+                for s, t in parallel_split(directory, "train", a, b)]
+        extra = synthetic_pairs(rows, self.synthetic_pairs, format_prompt, seed=self.seed, aspects=self.aspects)
+        self._skipped["synthetic"] = Counter({"train_synthetic_pairs_added": len(extra)})
+        mixed = pairs + extra
+        random.Random(f"{self.seed}:synthetic").shuffle(mixed)
+        return mixed
 
     def _user_preferences(self, split: str) -> list[PreferencePair]:
         pairs, skipped = load_user_preferences(self.data, self.src_lang, self.tgt_lang, self.strict)
@@ -190,11 +210,21 @@ class TranslationDomain:
     def place(self, device, dtype) -> None:
         """Score on `device` in `dtype` (the trainer passes the policy's device and its frozen-weight dtype)."""
         self._device, self._dtype = device, dtype
-        if self._reward_model is not None:
+        if isinstance(self._reward_model, EmbeddingRewardModel):
+            self._reward_model.place(device, dtype)
+        elif self._reward_model is not None:
             self._reward_model.to(device=device, dtype=dtype)
 
     @property
     def reward_model(self):
+        """The reward model at `reward_model` (loaded once): a sequence-classification RM trained by `align rm`, or a
+        directory written by `embedding_rm.py` (frozen-encoder features with Bradley-Terry heads)."""
+        if self._reward_model is None and self.reward_model_path and is_embedding_rm(self.reward_model_path):
+            self._reward_model = EmbeddingRewardModel.load(self.reward_model_path)
+            self._reward_model.encoder.batch_size, self._reward_model.encoder.max_length = (self.batch_size,
+                                                                                          self.max_length)
+            if self._device is not None:
+                self._reward_model.place(self._device, self._dtype)
         if self._reward_model is None and self.reward_model_path:
             import torch
 
@@ -222,6 +252,11 @@ class TranslationDomain:
         from align.models import score_texts
 
         model = self.reward_model
+        if isinstance(model, EmbeddingRewardModel):
+            fields = [prompt_fields(p, self.src_lang, self.tgt_lang) for p in prompts]
+            rewards = model.score([f[0] or "" for f in fields], list(completions),
+                                  [f[3] for f in fields] if model.use_reference else None)
+            return [dict(zip(model.head_names, map(float, row))) for row in rewards]
         texts = []
         for prompt, completion in zip(prompts, completions):
             if self.rm_reference:

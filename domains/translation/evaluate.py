@@ -2,9 +2,12 @@
 next to the all-ties and chrF baselines, and whether the reward resists gaming.
 
 Scorers: `rm` (each aspect scored by its own head, else the overall head), `rm_combined` (the
-reward's weighted head sum, no guards), `chrf` and `bleu` against the human reference `ref`.
+reward's weighted head sum, no guards), `chrf` and `bleu` against the human reference `ref`, and two
+reference-free baselines: `length` ("the longer translation wins", in characters) and, on request, `cosine`
+(zero-shot multilingual-e5-small cosine of source and translation). Strict accuracy is reported on the
+pairs at least `min_gap` apart and on those at least one major error apart (`MAJOR_GAP`, keys `..._gap5`).
 The reference system is left out of the compared translations (a metric cannot score its own
-reference fairly). Options (`options.*`): `metrics` (default [chrf]), `robustness` (true),
+reference fairly). Options (`options.*`): `metrics` (default [chrf]), `robustness` (true), `cosine` (false),
 `min_gap` (the domain's), `limit_sources` (-1).
 """
 from __future__ import annotations
@@ -22,6 +25,7 @@ from domains.translation.reward import combine_heads
 from domains.translation.robustness import corrupt, preference_shares
 
 ASPECTS = ("overall",) + mqm.ASPECTS
+MAJOR_GAP = 5.0  # MQM weight of one major error
 
 
 def test_groups(domain, split: str = "test", limit_sources: int = -1
@@ -47,10 +51,41 @@ def human(item: mqm.SegmentScore, aspect: str) -> float:
     return item.score if aspect == "overall" else item.aspect_scores[aspect]
 
 
-def score_items(domain, groups, references, metrics: list[str], use_rm: bool
+def me5_cosines(sources: list[str], targets: list[str], batch_size: int = 32) -> list[float]:
+    """Zero-shot cosine of each (source, translation) under multilingual-e5-small (`query: ` prefix on both,
+    mean pooling, as the model card prescribes for symmetric tasks)."""
+    import torch
+    from transformers import AutoModel
+
+    from align.models import load_tokenizer, resolve_model_path
+
+    tokenizer, model = load_tokenizer("me5-small"), AutoModel.from_pretrained(resolve_model_path("me5-small")).eval()
+    texts = list(dict.fromkeys(sources + targets))
+    vectors = {}
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start:start + batch_size]
+            encoded = tokenizer(["query: " + t for t in chunk], padding=True, truncation=True, max_length=256,
+                                return_tensors="pt")
+            mask = encoded["attention_mask"].unsqueeze(-1).float()
+            pooled = (model(**encoded).last_hidden_state * mask).sum(1) / mask.sum(1)
+            vectors.update(zip(chunk, torch.nn.functional.normalize(pooled, dim=-1)))
+    return [float(vectors[s] @ vectors[t]) for s, t in zip(sources, targets)]
+
+
+def score_items(domain, groups, references, metrics: list[str], use_rm: bool, cosine: bool = False
                 ) -> dict[str, dict[str, list[list[float]]]]:
     """scores[scorer][aspect] = per group, one score per translation."""
     scores: dict[str, dict[str, list[list[float]]]] = {}
+    lengths = [[float(len(s.target)) for s in group] for group in groups]
+    scores["length"] = {aspect: lengths for aspect in ASPECTS}
+    if cosine:
+        flat = [s for group in groups for s in group]
+        values, rows = me5_cosines([s.source for s in flat], [s.target for s in flat]), []
+        for group in groups:
+            rows.append(values[:len(group)])
+            values = values[len(group):]
+        scores["cosine"] = {aspect: rows for aspect in ASPECTS}
     for metric in metrics:
         values = [[SENTENCE_METRICS[metric](s.target, ref, domain.tgt_lang) for s in group]
                   for group, ref in zip(groups, references)]
@@ -88,10 +123,13 @@ def agreement_table(groups, scores, min_gap: float) -> dict[str, float]:
             paired = list(zip(human_scores, by_aspect[aspect]))
             acc_eq, epsilon = tie_calibrated_accuracy(paired)
             strict, pairs = strict_pairwise_accuracy(paired, min_gap, skip=identical)
+            major, major_pairs = strict_pairwise_accuracy(paired, max(min_gap, MAJOR_GAP), skip=identical)
             summary[f"{scorer}_{aspect}_acc_eq"] = acc_eq
             summary[f"{scorer}_{aspect}_epsilon"] = epsilon
             summary[f"{scorer}_{aspect}_strict_accuracy"] = strict
+            summary[f"{scorer}_{aspect}_strict_accuracy_gap5"] = major
             summary[f"{aspect}_strict_pairs"] = pairs
+            summary[f"{aspect}_strict_pairs_gap5"] = major_pairs
     return summary
 
 
@@ -126,9 +164,42 @@ def robustness(domain, groups, references, use_rm: bool) -> tuple[dict[str, floa
     return summary, examples
 
 
+def preference_pair_accuracy(domain, model_dir: str | None, split: str = "test", aspect: str = "overall",
+                             cosine: bool = False) -> dict[str, float]:
+    """Strict accuracy on the domain's MQM preference pairs of `split` and `aspect` (every system, the human
+    references included; a tie is wrong), on all of them and on those at least one major error apart
+    (`MAJOR_GAP`): the reward model's `aspect` head, "the longer translation wins" (characters) and, on request,
+    the zero-shot me5 cosine of source and translation. Keys `pairs_<scorer>_strict_accuracy[_gap5]`."""
+    pairs = [p for p in domain.preferences(split) if p.aspect == aspect and p.source == "mqm"]
+    if not pairs:
+        raise ValueError(f"no {aspect} preference pairs in the {split} split")
+    sides = [(p.chosen, p.rejected) for p in pairs]
+    scores = {"length": [(float(len(c)), float(len(r))) for c, r in sides]}
+    if cosine:
+        values = me5_cosines([p.extra["source_text"] for p in pairs] * 2, [c for c, _ in sides] + [r for _, r in sides])
+        scores["cosine"] = list(zip(values[:len(pairs)], values[len(pairs):]))
+    if model_dir:
+        domain.reward_model_path = model_dir
+        references = mqm.reference_translations(domain.segment_scores())
+        prompts = [make_prompt(p.extra["source_text"], domain.src_lang, domain.tgt_lang,
+                               reference=references.get(p.extra["source_text"])) for p in pairs]
+        heads = domain.head_rewards(prompts + prompts, [c for c, _ in sides] + [r for _, r in sides])
+        head = aspect if aspect in heads[0] else next(iter(heads[0]))
+        scores["rm"] = [(a[head], b[head]) for a, b in zip(heads[:len(pairs)], heads[len(pairs):])]
+    major = [p.margin is not None and p.margin >= MAJOR_GAP for p in pairs]
+    summary = {"pairs": len(pairs), "pairs_gap5": sum(major)}
+    for scorer, values in scores.items():
+        right = [chosen > rejected for chosen, rejected in values]
+        summary[f"pairs_{scorer}_strict_accuracy"] = sum(right) / len(right)
+        summary[f"pairs_{scorer}_strict_accuracy_gap5"] = (sum(r for r, m in zip(right, major) if m) / sum(major)
+                                                          if any(major) else float("nan"))
+    return summary
+
+
 def evaluate_translation(domain, model_dir: str | None, split: str = "test",
                          metrics: list[str] | tuple[str, ...] = ("chrf",), min_gap: float | None = None,
-                         run_robustness: bool = True, limit_sources: int = -1) -> tuple[dict, list]:
+                         run_robustness: bool = True, limit_sources: int = -1, cosine: bool = False
+                         ) -> tuple[dict, list]:
     """Flat summary (acc_eq, strict accuracy, baselines, robustness) and robustness examples."""
     if model_dir:
         domain.reward_model_path = model_dir
@@ -137,7 +208,7 @@ def evaluate_translation(domain, model_dir: str | None, split: str = "test",
     if not groups:
         raise ValueError(f"no {split} sources with a `{REFERENCE_SYSTEM}` translation and two systems to compare")
     with tqdm(total=2 + run_robustness, desc="translation eval", leave=False) as progress:
-        scores = score_items(domain, groups, references, list(dict.fromkeys(["chrf", *metrics])), use_rm)
+        scores = score_items(domain, groups, references, list(dict.fromkeys(["chrf", *metrics])), use_rm, cosine)
         progress.update(1)
         summary = {"sources": len(groups), "translations": sum(len(g) for g in groups),
                    "sources_without_reference": without_reference, "reward_model": model_dir or ""}
@@ -155,11 +226,12 @@ def report_markdown(summary: dict, scorers: list[str]) -> str:
     lines = [("Segment-level agreement with MQM experts on the test documents (pairs of translations of the same "
               "source; `acc_eq` is tie-calibrated and grouped by source, WMT 2023 style; strict accuracy counts "
               "metric ties as wrong)."), "",
-             "| aspect | scorer | strict accuracy | acc_eq | epsilon |", "|---|---|---|---|---|"]
+             "| aspect | scorer | strict accuracy | strict, gap ≥ 5 | acc_eq | epsilon |", "|---|---|---|---|---|---|"]
     for aspect in ASPECTS:
-        lines.append(f"| {aspect} | all ties (baseline) | | {summary[f'all_ties_{aspect}_acc_eq']:.3f} | |")
-        for scorer in scorers:
+        lines.append(f"| {aspect} | all ties (baseline) | | | {summary[f'all_ties_{aspect}_acc_eq']:.3f} | |")
+        for scorer in [s for s in scorers if f"{s}_{aspect}_acc_eq" in summary]:
             lines.append(f"| {aspect} | {scorer} | {summary[f'{scorer}_{aspect}_strict_accuracy']:.3f} | "
+                         f"{summary[f'{scorer}_{aspect}_strict_accuracy_gap5']:.3f} | "
                          f"{summary[f'{scorer}_{aspect}_acc_eq']:.3f} | {summary[f'{scorer}_{aspect}_epsilon']:.4g} |")
     if "robustness_share" in summary:
         lines += ["", (f"Robustness: the reward prefers the original translation in {summary['robustness_share']:.1%} "
@@ -184,8 +256,10 @@ def evaluate_domain(domain, config, run_dir) -> dict:
     summary, examples = evaluate_translation(
         domain, model_dir, split=config.split, metrics=metrics, min_gap=options.get("min_gap"),
         run_robustness=bool(options.get("robustness", True)),
-        limit_sources=int(options.get("limit_sources", config.limit if config.limit > 0 else -1)))
-    scorers = [m for m in dict.fromkeys(["chrf", *metrics])] + (["rm", "rm_combined"] if model_dir else [])
+        limit_sources=int(options.get("limit_sources", config.limit if config.limit > 0 else -1)),
+        cosine=bool(options.get("cosine", False)))
+    scorers = [s for s in [*dict.fromkeys(["chrf", *metrics]), "length", "cosine", "rm", "rm_combined"]
+               if f"{s}_overall_acc_eq" in summary]
     text = report_markdown(summary, scorers)
     if not model_dir:
         text = (f"No reward model directory given (`model={config.model}` is not a directory): metrics only.\n\n"

@@ -192,6 +192,11 @@ def split_documents(scores: list[SegmentScore], test_fraction: float = 0.2, seed
     return set(segments_per_doc) - test, test
 
 
+def reference_translations(scores: Iterable[SegmentScore]) -> dict[str, str]:
+    """Source text -> the human reference (`REFERENCE_SYSTEM`) translation, for the sources that have one."""
+    return {s.source: s.target for s in scores if s.system == REFERENCE_SYSTEM}
+
+
 def group_by_source(scores: Iterable[SegmentScore]) -> dict[tuple[str, str], list[SegmentScore]]:
     """Translations of one source segment, keyed by (doc, seg_id), systems in name order."""
     groups: dict[tuple[str, str], list[SegmentScore]] = defaultdict(list)

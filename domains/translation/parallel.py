@@ -24,6 +24,7 @@ from align.types import PreferencePair, Prompt
 
 LANGUAGE_NAMES = {"zh": "Chinese", "en": "English", "de": "German", "fr": "French", "ja": "Japanese",
                   "ru": "Russian", "es": "Spanish", "cs": "Czech"}
+PROMPT_STOP = ("\n",)  # a translation of one segment is one line
 PROMPT_TEMPLATE = "Translate this from {src_name} to {tgt_name}:\n{src_name}: {source}\n{tgt_name}:"
 
 
@@ -71,9 +72,13 @@ def parse_prompt(prompt: str) -> tuple[str, str, str] | None:
 
 def make_prompt(source: str, src_lang: str, tgt_lang: str, reference: str | None = None,
                 id: str | None = None) -> Prompt:
-    """A `Prompt` carrying what the reward needs in `meta` (source text and both languages)."""
+    """A `Prompt` carrying what the reward needs in `meta` (source text and both languages), generated as a
+    plain completion (`style`: the ALMA prompt is a completion prompt, also for a base model without a chat
+    template) that ends at the first line break (`stop`: a translation of one segment is one line; a base model
+    would otherwise go on with a new "Translate this..." block)."""
     return Prompt(prompt=format_prompt(source, src_lang, tgt_lang), id=id, reference=reference,
-                  meta={"source": source.strip(), "src_lang": src_lang, "tgt_lang": tgt_lang})
+                  meta={"source": source.strip(), "src_lang": src_lang, "tgt_lang": tgt_lang,
+                        "style": "completion", "stop": list(PROMPT_STOP)})
 
 
 # --------------------------------------------------------------------------- parallel text

@@ -1,0 +1,99 @@
+"""The frozen-encoder translation RM: Bradley-Terry heads on alignment features, saved and loaded by the domain."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from align.types import PreferencePair
+from domains.translation.embedding_rm import (
+    FEATURES,
+    EmbeddingRewardModel,
+    SentenceEncoder,
+    fit_bradley_terry,
+    is_embedding_rm,
+    pair_features,
+    rows_by_head,
+    train_embedding_rm,
+)
+
+
+def test_bradley_terry_fit_hand_computed():
+    # symmetric evidence: no preference, w = 0
+    assert np.allclose(fit_bradley_terry(np.array([[1.0], [-1.0]]), l2=1e-3), 0.0, atol=1e-6)
+    # d = [2] three times, [-2] once: the unregularised optimum has sigma(2w) = 3/4, w = ln(3)/2
+    w = fit_bradley_terry(np.array([[2.0], [2.0], [2.0], [-2.0]]), l2=0.0)
+    assert w[0] == pytest.approx(np.log(3) / 2, abs=1e-4)
+    # weights count a pair several times
+    weighted = fit_bradley_terry(np.array([[2.0], [-2.0]]), l2=0.0, weights=np.array([3.0, 1.0]))
+    assert weighted[0] == pytest.approx(np.log(3) / 2, abs=1e-4)
+    # L2 shrinks towards 0
+    assert 0 < fit_bradley_terry(np.array([[2.0], [2.0], [2.0], [-2.0]]), l2=1.0)[0] < w[0]
+
+
+def _states(rows):
+    tokens = np.array(rows, dtype=np.float32)
+    tokens /= np.linalg.norm(tokens, axis=1, keepdims=True)
+    vector = tokens.mean(0)
+    return tokens.astype(np.float16), vector / np.linalg.norm(vector)
+
+
+def test_alignment_features_see_an_omission():
+    source = _states([[1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    full = pair_features(source, _states([[1, 0, 0], [0, 1, 0], [0, 0, 1]]), "abc", "xyz")
+    omitted = pair_features(source, _states([[1, 0, 0], [0, 1, 0]]), "abc", "xy")
+    names = dict(zip(FEATURES, range(len(FEATURES))))
+    assert full[names["coverage"]] == pytest.approx(1.0) and full[names["precision"]] == pytest.approx(1.0)
+    assert omitted[names["coverage"]] == pytest.approx(2 / 3, abs=1e-3)  # one source token has no match
+    assert omitted[names["precision"]] == pytest.approx(1.0)  # nothing added
+    assert omitted[names["log_length_ratio"]] == pytest.approx(np.log(2 / 3))
+    assert len(pair_features(source, source, "a", "a", reference=source, pooled=True)) == len(FEATURES) + 4 + 9
+
+
+def test_rows_by_head_routes_aspects_and_needs_references():
+    pairs = [PreferencePair(prompt="p", chosen="good", rejected="bad", aspect=a, margin=2.0,
+                            extra={"source_text": s}) for a, s in [("overall", "甲"), ("elegance", "乙"), ("x", "丙")]]
+    rows = rows_by_head(pairs, ["overall", "elegance"])
+    assert [r[0] for r in rows["overall"]] == ["甲", "丙"] and [r[0] for r in rows["elegance"]] == ["乙"]
+    with_reference = rows_by_head(pairs, ["overall", "elegance"], references={"甲": "ref"})
+    assert with_reference == {"overall": [("甲", "good", "bad", "ref", 2.0)]}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny-bert encoder and an RM fitted on a toy task: the chosen translation repeats the source's words."""
+    words = ["apple", "river", "stone", "cloud", "lamp", "garden", "window", "music"]
+    rows = [(f"{a} {b} {c}", f"{a} {b} {c}", f"{a}", None, 5.0)
+            for a, b, c in zip(words, words[1:] + words[:1], words[2:] + words[:2])]
+    model = train_embedding_rm({"overall": rows, "faithfulness": rows}, backbone="tiny-bert",
+                               encoder=SentenceEncoder("tiny-bert"))
+    directory = tmp_path_factory.mktemp("rm") / "embedding-rm"
+    model.save(directory)
+    return model, directory, rows
+
+
+def test_fitted_model_prefers_chosen_and_round_trips(trained):
+    model, directory, rows = trained
+    scores = model.score([r[0] for r in rows] * 2, [r[1] for r in rows] + [r[2] for r in rows])
+    assert scores.shape == (2 * len(rows), 2)
+    assert (scores[: len(rows), 0] > scores[len(rows):, 0]).mean() >= 0.75
+    assert is_embedding_rm(directory) and not is_embedding_rm(directory.parent)
+    loaded = EmbeddingRewardModel.load(directory)
+    assert loaded.head_names == ["overall", "faithfulness"] and loaded.backbone == "tiny-bert"
+    assert np.allclose(loaded.score([rows[0][0]], [rows[0][1]]), model.score([rows[0][0]], [rows[0][1]]), atol=1e-5)
+
+
+def test_domain_scores_with_an_embedding_rm_on_its_device(trained):
+    import torch
+
+    from domains.translation.domain import TranslationDomain
+    from domains.translation.parallel import make_prompt
+
+    _, directory, rows = trained
+    domain = TranslationDomain(reward_model=str(directory))
+    domain.place(torch.device("cpu"), torch.float32)
+    heads = domain.head_rewards([make_prompt(rows[0][0], "zh", "en")], [rows[0][1]])
+    assert set(heads[0]) == {"overall", "faithfulness"}
+    assert domain.reward_model.encoder._model.device.type == "cpu"
+    with pytest.raises(ValueError, match="reference"):
+        EmbeddingRewardModel(["overall"], np.zeros((1, 13)), np.zeros(13), np.ones(13), "tiny-bert",
+                             use_reference=True).score(["a"], ["b"], [None])
