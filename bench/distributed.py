@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.provenance import Run, headline
+
 PPO_SCRIPT = ROOT / "tests" / "distributed" / "ppo_run.py"
 
 
@@ -72,7 +75,8 @@ def compare(name: str, one: Path, two: Path, curves: list[str], finals: list[str
 
 
 def main() -> None:
-    result: dict = {"date": time.strftime("%Y-%m-%d"), "command": "python bench/distributed.py"}
+    provenance = Run(__file__)
+    result: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = pairs_file(tmp)
@@ -113,8 +117,11 @@ def main() -> None:
         result["strength_mean_strength_max_abs_diff"] = max_difference(*strengths)
         result["strength_seconds_one_process"], result["strength_seconds_two_processes"] = (round(s, 1) for s in seconds)
     out = ROOT / "bench" / "results" / "distributed.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
     worst = max(v for k, v in result.items() if k.endswith("diff"))
+    provenance.write(out, result, [
+        headline(f"{key.removesuffix('_max_abs_diff').replace('_', ' ')}: largest |difference|, 2 processes vs 1",
+                 value, "1 process, same global batch", None, "absolute")
+        for key, value in result.items() if key.endswith("_max_abs_diff")])
     print(f"1 vs 2 processes: largest difference {worst:.2e} over rm, sft, ppo, strength (figures in {out})")
 
 

@@ -1,27 +1,35 @@
 """PPO speed against TRL's PPOTrainer, and a learning check with a known optimum.
 
-Speed: our `align ppo` trainer and TRL's PPOTrainer (`trl.experimental.ppo`, TRL 1.12.0: the last
-release that ships it; TRL 1.13+ removed PPO) run one after the other in the same process on the
-same policy, the same reward model (a sequence-classification head on the policy's backbone; each
-critic starts from it), the same prompts, rollout batch, minibatch size, PPO epochs, response
-length, temperature and learning rate, fp32. Reported: PPO steps/s (steps 2..N; step 1 warms up)
-and generated tokens/s during rollouts, and their ratios (ours / TRL).
+Speed: our `align ppo` trainer (`advantage=gae`, its default: a critic and GAE, as TRL's PPO) and TRL's
+PPOTrainer (`trl.experimental.ppo`, TRL 1.12.0: the last release that ships it; TRL 1.13+ removed PPO) run one
+after the other in the same process on the same policy (SmolLM2-135M-Instruct by default), the same reward
+model (a sequence-classification head on the policy's backbone, fixed seed; each critic starts from it), the
+same prompts, rollout batch, minibatch size, PPO epochs, response length, temperature and learning rate, fp32.
+
+Timing boundaries, both sides: from the end of PPO step 1 to the end of the last step (step 1 warms up), read
+at each trainer's own step-end point (ours: `Trainer.end_step`; TRL: `on_step_end`). Inside: rollout,
+scoring, advantages, updates and each side's per-step metrics (ours appends a line to metrics.jsonl, TRL calls
+its `log` with no reporter). Neither side prints (our progress bar off; TRL's printer and progress callbacks
+removed) and neither collects garbage explicitly (TRL calls `gc.collect()` twice per step; that call is made a
+no-op while it trains, which can only make TRL faster). Reported: PPO steps/s and generated tokens/s during
+rollouts, their ratios (ours / TRL), and each side's mean response length (sampling differs, so the work per
+step does too: both ratios are given).
 
 Learning check (ours only): reward = how many times the letter `e` appears in the completion (its
 optimum is a completion of e's), tiny-llama, fixed steps, 3 seeds: mean reward of the first and
 the last 4 steps, and the largest KL to the reference.
 
-    make bench-ppo       # or: PYTHONPATH=.bench-site-ppo .venv/bin/python bench/ppo.py [--policy smollm2-135m]
+    make bench-ppo       # or: PYTHONPATH=.bench-site-ppo .venv/bin/python bench/ppo.py [--policy tiny-llama]
 """
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -29,6 +37,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.provenance import Run, headline
 
 TOPICS = ["tea", "rain", "a bicycle", "the sea", "a library", "winter", "a garden", "music", "bread", "a river",
           "the moon", "a cat", "coffee", "a train", "mountains", "a city"]
@@ -51,32 +61,57 @@ def make_reward_model(policy: str, directory: Path) -> str:
     return str(directory)
 
 
-def mean_after_first(values: list[float]) -> float:
-    rest = values[1:] if len(values) > 1 else values
-    return sum(rest) / len(rest)
+def step_figures(step_ends: list[float], generated: list[int], generation_seconds: list[float]) -> dict:
+    """Steps 2..N: seconds per step, generated tokens/s during rollouts, mean generated tokens per sequence."""
+    timed = len(step_ends) - 1
+    return {"steps": len(step_ends), "timed_steps": timed,
+            "seconds_per_step": (step_ends[-1] - step_ends[0]) / timed,
+            "generated_tokens_per_second": sum(generated[1:timed + 1]) / sum(generation_seconds[1:timed + 1]),
+            "generated_tokens_per_step": sum(generated[1:timed + 1]) / timed}
 
 
 def run_ours(args, reward_model: str, output_dir: Path) -> dict:
-    from align.ppo import Config, train_ppo
+    from dataclasses import fields
 
+    from align.ppo import Config, train_ppo
+    from align.training import trainer as core
+
+    extra = {"advantage": "gae"} if "advantage" in {f.name for f in fields(Config)} else {}
     config = Config(model=args.policy, reward_model=reward_model, critic_model="reward_model",
                     rollout_batch_size=args.batch, generation_batch_size=args.batch, batch_size=args.minibatch,
                     ppo_epochs=args.ppo_epochs, max_new_tokens=args.response_length, temperature=1.0,
                     learning_rate=args.learning_rate, critic_learning_rate=args.learning_rate, kl_coef=0.05,
-                    max_steps=args.steps, save_steps=0, report=False, progress=False, precision="fp32",
-                    output_dir=str(output_dir), seed=args.seed)
-    train_ppo(config, prompts=prompts())
+                    max_steps=args.steps, save_steps=0, log_steps=1, report=False, progress=False, precision="fp32",
+                    output_dir=str(output_dir), seed=args.seed, **extra)
+    step_ends: list[float] = []
+    original = core.Trainer.end_step
+
+    def end_step(self, state, started):
+        now = original(self, state, started)
+        step_ends.append(time.perf_counter())
+        return now
+
+    core.Trainer.end_step = end_step
+    try:
+        train_ppo(config, prompts=prompts())
+    finally:
+        core.Trainer.end_step = original
     rows = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
-    steps = rows[1:] if len(rows) > 1 else rows
-    return {"steps": len(rows), "seconds_per_step": mean_after_first([r["step_seconds"] for r in rows]),
-            "generated_tokens_per_second": sum(r["response_length"] * args.batch for r in steps)
-            / sum(r["generation_seconds"] for r in steps)}
+    return {"advantage": getattr(config, "advantage", "gae"),
+            **step_figures(step_ends, [r["response_length"] * args.batch for r in rows],
+                           [r["generation_seconds"] for r in rows])}
 
 
 def run_trl(args, reward_model: str, output_dir: Path) -> dict:
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, TrainerCallback
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        PrinterCallback,
+        ProgressCallback,
+        TrainerCallback,
+    )
     from trl.experimental.ppo import PPOConfig, PPOTrainer
     from trl.experimental.ppo import ppo_trainer as trl_ppo
 
@@ -103,7 +138,6 @@ def run_trl(args, reward_model: str, output_dir: Path) -> dict:
         def on_step_end(self, *_, **__):
             step_ends.append(time.perf_counter())
 
-    trl_ppo.batch_generation = timed_generation
     torch.manual_seed(args.seed)
     # TRL's rollout batch is per_device_train_batch_size * gradient_accumulation_steps, split into
     # num_mini_batches minibatches (one optimizer step each here, as in ours)
@@ -121,15 +155,16 @@ def run_trl(args, reward_model: str, output_dir: Path) -> dict:
                          reward_model=AutoModelForSequenceClassification.from_pretrained(reward_model),
                          value_model=AutoModelForSequenceClassification.from_pretrained(reward_model),
                          train_dataset=dataset, callbacks=[StepTimer()])
-    started = time.perf_counter()
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trl_ppo.batch_generation = timed_generation
+    collector = trl_ppo.gc
+    trl_ppo.gc = types.SimpleNamespace(collect=lambda *_, **__: 0)  # ours never collects explicitly either
     try:
         trainer.train()
     finally:
-        trl_ppo.batch_generation = original
-    times = [started] + step_ends
-    durations = [b - a for a, b in itertools.pairwise(times)]
-    return {"steps": len(durations), "seconds_per_step": mean_after_first(durations),
-            "generated_tokens_per_second": sum(generation["tokens"][1:]) / max(sum(generation["seconds"][1:]), 1e-9)}
+        trl_ppo.batch_generation, trl_ppo.gc = original, collector
+    return step_figures(step_ends, generation["tokens"], generation["seconds"])
 
 
 def learning_check(args, output_root: Path) -> dict:
@@ -158,8 +193,8 @@ def learning_check(args, output_root: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--policy", default="tiny-llama")
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--policy", default="smollm2-135m")
+    parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--minibatch", type=int, default=4)
     parser.add_argument("--ppo-epochs", type=int, default=2)
@@ -172,6 +207,7 @@ def main() -> int:
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ppo.json"))
     args = parser.parse_args()
+    run = Run(__file__)
     import torch
 
     if args.threads:
@@ -199,8 +235,16 @@ def main() -> int:
             result["generated_tokens_per_second_ratio"] = (result["ours"]["generated_tokens_per_second"]
                                                            / result["trl"]["generated_tokens_per_second"])
         result["learning"] = learning_check(args, tmp) if args.learning_steps > 0 else None
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    ours, trl_side = result["ours"], result.get("trl") or {}
+    peer = f"TRL {result.get('trl_version', '?')} PPOTrainer"
+    headlines = [
+        headline(f"PPO steps/s, {args.policy}, batch {args.batch}, {args.response_length} new tokens, fp32",
+                 1 / ours["seconds_per_step"], peer, 1 / trl_side["seconds_per_step"] if trl_side else None, "steps/s",
+                 goal=1.5, note=f"generated tokens per step: ours {ours['generated_tokens_per_step']:.0f}, TRL "
+                                f"{trl_side.get('generated_tokens_per_step', float('nan')):.0f}"),
+        headline("PPO rollout generated tokens/s", ours["generated_tokens_per_second"], peer,
+                 trl_side.get("generated_tokens_per_second"), "tokens/s")]
+    run.write(args.out, result, headlines)
     learn = result["learning"]["runs"] if result["learning"] else []
     speed = (f"steps/s ours/TRL {result['steps_per_second_ratio']:.2f}x, gen tok/s {result['generated_tokens_per_second_ratio']:.2f}x"
              if result.get("trl") else f"TRL not run ({result.get('trl_error', 'skipped')})")

@@ -1,10 +1,21 @@
-"""RM training throughput and accuracy: our `align rm` trainer against TRL's RewardTrainer.
+"""RM training throughput and accuracy: our `align rm` trainer against TRL's RewardTrainer, two configurations.
 
-Same invocation, same machine, same MiniLM backbone, same hh-rlhf pairs, same batch size,
-learning rate, schedule and epoch. Both trainers get exactly the same token ids: our data layer
-truncates each pair from the left at `max_length` (keeping the responses), and TRL receives
-those ids pre-tokenized, so neither drops a pair. TRL's own pipeline would instead filter out
-every pair longer than `max_length`; how many that would be is counted and printed.
+Same invocation, same machine, same MiniLM backbone, same hh-rlhf pairs, same token ids, batch size, learning
+rate, schedule, epoch and precision (`--precision auto` is resolved once and given to both). Our data layer
+truncates each pair from the left at `max_length` (keeping the responses); TRL receives those ids
+pre-tokenized, so neither drops a pair (how many TRL's own pipeline would drop is counted).
+
+Peers: TRL with random batches (its default) and TRL with length-grouped batches (its fastest sampler:
+`train_sampling_strategy="group_by_length"` with a precomputed `length` column and `remove_unused_columns=False`
+under transformers 5, `group_by_length=True` before). `align rm` groups by length too (mega-batches of 50
+batches sorted by length, as transformers' LengthGroupedSampler). The headline compares with the faster TRL.
+
+Timing boundaries, both sides: from the end of optimizer step 1 to the end of the last step (step 1 warms
+up), read at each trainer's own step-end point (TRL: `on_step_end`; ours: `Trainer.end_step`), with no
+progress bar and no printing on either side, logging every 50 steps on both. Pairs and tokens are counted per
+step from the batches each side actually collated (TRL: its collator's output; ours: the batch plan `align
+rm` draws from, checked against the real tokens it reports). Recorded per side: padded tokens over real tokens,
+and model FLOP utilisation (bench/flops.py) against this machine's matmul peak measured here in fp32 and bf16.
 Both final models are scored by the same code on the same held-out pairs.
 
     make bench-rm        # or: PYTHONPATH=.bench-site .venv/bin/python bench/rm_throughput.py [--train 1500]
@@ -12,13 +23,13 @@ Both final models are scored by the same code on the same held-out pairs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -27,59 +38,133 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 HH_PAIRS = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base" / "pairs.jsonl.gz"
 
+from bench.flops import batch_flops, encoder_shapes, matmul_peak, train_flops
+from bench.provenance import Run, headline
+
 
 def write_jsonl(pairs, path: Path) -> None:
     with path.open("w") as handle:
         for pair in pairs:
-            row = asdict(pair)
+            row = dataclasses.asdict(pair)
             row.pop("extra", None)
             handle.write(json.dumps(row) + "\n")
 
 
-def run_ours(train_file: Path, eval_file: Path, args, output_dir: Path) -> dict:
+def timed_steps(step_ends: list[float], steps: list[tuple[int, int, list[int]]], shapes: dict) -> dict:
+    """Figures of steps 2..N: pairs/s, real and padded tokens, model and hardware FLOPs. `steps` holds, per
+    optimizer step in order, (rows, padded length, real length of each row); rows are chosen + rejected."""
+    seconds = step_ends[-1] - step_ends[0]
+    counted = steps[1:len(step_ends)]
+    real = sum(sum(lengths) for _, _, lengths in counted)
+    padded = sum(rows * length for rows, length, _ in counted)
+    model = train_flops(shapes, [n for _, _, lengths in counted for n in lengths])
+    hardware = batch_flops(shapes, [(rows, length) for rows, length, _ in counted])
+    out = {"steps": len(step_ends), "timed_steps": len(step_ends) - 1, "timed_seconds": round(seconds, 3),
+           "pairs_per_second": sum(rows // 2 for rows, _, _ in counted) / seconds, "real_tokens": real,
+           "padded_tokens": padded, "padded_over_real": round(padded / real, 4),
+           "padding_share": round(1 - real / padded, 4), "model_tflop": round(model / 1e12, 3),
+           "hardware_tflop": round(hardware / 1e12, 3)}
+    return out
+
+
+def utilisation(side: dict, peaks: dict) -> dict:
+    """Model FLOP/s (real tokens) and hardware FLOP/s (padded batches) of the timed steps over each peak."""
+    out = {}
+    for name, peak in peaks.items():
+        out[f"mfu_vs_{name}_peak"] = round(side["model_tflop"] * 1e12 / side["timed_seconds"] / peak, 4)
+        out[f"hardware_utilisation_vs_{name}_peak"] = round(side["hardware_tflop"] * 1e12 / side["timed_seconds"]
+                                                            / peak, 4)
+    return out
+
+
+def run_ours(encoded, train_file: Path, eval_file: Path, args, precision: str, output_dir: Path,
+             shapes: dict) -> dict:
     from align.config import load_config
     from align.rm import train as rm
+    from align.training import BatchPlan
+    from align.training import trainer as core
+
+    step_ends: list[float] = []
+    original = core.Trainer.end_step
+
+    def end_step(self, state, started):
+        now = original(self, state, started)
+        step_ends.append(time.perf_counter())
+        return now
 
     config = load_config(rm.Config, None, [
         "model=minilm", f"data={train_file}", f"eval_data={eval_file}", f"output_dir={output_dir}",
         f"batch_size={args.batch_size}", f"max_length={args.max_length}", "epochs=1",
         f"learning_rate={args.learning_rate}", "lr_schedule=linear", "warmup_ratio=0.05", "save_steps=0",
-        "log_steps=50", "report=false", f"seed={args.seed}", f"precision={args.precision}"])
-    summary = rm.train_reward_model(config)
-    return {"pairs": summary["train_pairs"], "train_seconds": summary["train_seconds"],
-            "pairs_per_second": summary["pairs_per_second"], "model_dir": summary["model_dir"]}
+        "log_steps=50", "report=false", "progress=false", f"seed={args.seed}", f"precision={precision}"])
+    core.Trainer.end_step = end_step
+    try:
+        summary = rm.train_reward_model(config)
+    finally:
+        core.Trainer.end_step = original
+    # the batches `align rm` drew (one process, grad_accum 1: one batch per step), rebuilt from its batch plan
+    lengths = [max(len(e.chosen_ids), len(e.rejected_ids)) for e in encoded]
+    batches = BatchPlan(lengths, args.batch_size, args.seed).batcher.batches(0)
+    steps = [(2 * len(b), max(lengths[i] for i in b),
+              [len(encoded[i].chosen_ids) for i in b] + [len(encoded[i].rejected_ids) for i in b]) for b in batches]
+    real_reported = round(summary["tokens_per_second"] * summary["train_seconds"])
+    real_planned = sum(sum(lengths) for _, _, lengths in steps)
+    if abs(real_reported - real_planned) > 0.001 * real_reported:
+        raise RuntimeError(f"rebuilt batch plan has {real_planned} real tokens, align rm reported {real_reported}: "
+                           "the plan no longer matches `align rm`'s batching")
+    return {"model_dir": summary["model_dir"], **timed_steps(step_ends, steps, shapes)}
 
 
-def run_trl(train_pairs, tokenizer, args, output_dir: Path) -> dict:
+def run_trl(encoded, tokenizer, args, precision: str, grouped: bool, output_dir: Path,
+            shapes: dict) -> dict:
     from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification as SequenceClassifier
+    from transformers import PrinterCallback, ProgressCallback, TrainerCallback
     from trl import RewardConfig, RewardTrainer
 
-    from align.data import encode_pair
     from align.models import resolve_model_path
-    from align.training.precision import mixed_precision
 
-    rows = []
-    for pair in train_pairs:
-        encoded = encode_pair(tokenizer, pair, args.max_length)
-        rows.append({"chosen_ids": encoded.chosen_ids, "rejected_ids": encoded.rejected_ids})
+    rows = [{"chosen_ids": e.chosen_ids, "rejected_ids": e.rejected_ids,
+             "length": max(len(e.chosen_ids), len(e.rejected_ids))} for e in encoded]
     dataset = Dataset.from_list(rows)
-    model = AutoModelForSequenceClassification.from_pretrained(resolve_model_path("minilm"), num_labels=1)
+    model = SequenceClassifier.from_pretrained(resolve_model_path("minilm"), num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
+    fields = {f.name for f in dataclasses.fields(RewardConfig)}
+    sampling = {}
+    if grouped:  # TRL's fastest: transformers' LengthGroupedSampler on the precomputed `length` column
+        sampling = ({"train_sampling_strategy": "group_by_length", "length_column_name": "length"}
+                    if "train_sampling_strategy" in fields else {"group_by_length": True, "length_column_name": "length"})
     trl_config = RewardConfig(
         output_dir=str(output_dir), per_device_train_batch_size=args.batch_size, num_train_epochs=1,
         learning_rate=args.learning_rate, lr_scheduler_type="linear", logging_steps=50,
         warmup_steps=int(0.05 * math.ceil(len(dataset) / args.batch_size)),  # as our warmup_ratio=0.05
-        save_strategy="no", report_to=[], use_cpu=True, bf16=mixed_precision(args.precision) == "bf16", seed=args.seed,
-        max_length=args.max_length, disable_dropout=False, dataloader_num_workers=0)
+        save_strategy="no", report_to=[], use_cpu=True, bf16=precision == "bf16", seed=args.seed,
+        max_length=args.max_length, disable_dropout=False, dataloader_num_workers=0, disable_tqdm=True,
+        remove_unused_columns=False, **sampling)
     trainer = RewardTrainer(model=model, args=trl_config, train_dataset=dataset, processing_class=tokenizer)
-    started = time.perf_counter()
-    result = trainer.train()
-    seconds = result.metrics.get("train_runtime", time.perf_counter() - started)
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    step_ends: list[float] = []
+    steps: list[tuple[int, int, list[int]]] = []
+    collate = trainer.data_collator
+
+    def counting_collator(examples):
+        batch = collate(examples)
+        mask = batch["attention_mask"]
+        steps.append((mask.shape[0], mask.shape[1], mask.sum(dim=1).tolist()))
+        return batch
+
+    class StepEnd(TrainerCallback):
+        def on_step_end(self, *_, **__):
+            step_ends.append(time.perf_counter())
+
+    trainer.data_collator = counting_collator
+    trainer.add_callback(StepEnd())
+    trainer.train()
     trainer.model.save_pretrained(output_dir / "model")
     tokenizer.save_pretrained(output_dir / "model")
-    return {"pairs": len(dataset), "train_seconds": seconds, "pairs_per_second": len(dataset) / seconds,
-            "model": trainer.model}
+    return {"model_dir": str(output_dir / "model"), "sampler": sampling or {"train_sampling_strategy": "random"},
+            **timed_steps(step_ends, steps, shapes)}
 
 
 def trl_filter_count(pairs, tokenizer, max_length: int) -> int:
@@ -104,48 +189,79 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=3e-5)
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-random", action="store_true", help="leave out TRL with random batches")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "rm_throughput.json"))
     args = parser.parse_args()
     if not HH_PAIRS.exists():
         sys.exit(f"bench/rm_throughput.py: needs {HH_PAIRS} (see ../shared/data/README.md)")
+    run = Run(__file__)
 
+    import torch
+    import trl
+    from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
-    from align.data import load_preferences, split_train_eval
+    from align.data import encode_pair, load_preferences, split_train_eval
     from align.eval.evaluate import evaluate_reward_model
-    from align.models import RewardModel, load_tokenizer
+    from align.models import RewardModel, load_tokenizer, resolve_model_path
+    from align.training.precision import mixed_precision
 
     hf_logging.set_verbosity_error()
+    precision = "bf16" if mixed_precision(args.precision) == "bf16" else "fp32"
     pairs = load_preferences(str(HH_PAIRS)).pairs
     train_pairs, eval_pairs = split_train_eval(pairs, 1 - args.train / len(pairs), args.seed)
     if args.eval > 0:
         eval_pairs = eval_pairs[: args.eval]
     tokenizer = load_tokenizer("minilm")
+    encoded = [encode_pair(tokenizer, pair, args.max_length) for pair in train_pairs]
+    shapes = encoder_shapes(AutoModelForSequenceClassification.from_pretrained(resolve_model_path("minilm"),
+                                                                               num_labels=1))
+    # measured before the runs; the matmuls time again after them and the higher figure is the peak
+    peaks_before = {name: matmul_peak(name) for name in ("fp32", "bf16")}
+    sides: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         write_jsonl(train_pairs, tmp / "train.jsonl")
         write_jsonl(eval_pairs, tmp / "eval.jsonl")
-        trl = run_trl(train_pairs, tokenizer, args, tmp / "trl")
-        ours = run_ours(tmp / "train.jsonl", tmp / "eval.jsonl", args, tmp / "ours")
-        ours_model = RewardModel.from_pretrained(ours["model_dir"])
-        trl_model = RewardModel.from_pretrained(tmp / "trl" / "model") if (tmp / "trl" / "model").exists() else None
-        ours_accuracy = evaluate_reward_model(ours_model, eval_pairs, 32, args.max_length)["accuracy"]
-        trl_accuracy = evaluate_reward_model(trl_model, eval_pairs, 32, args.max_length)["accuracy"]
-    result = {
+        # the comparison that matters runs back to back: TRL length-grouped, then ours, then TRL random
+        sides["trl_grouped"] = run_trl(encoded, tokenizer, args, precision, True, tmp / "trl_grouped", shapes)
+        sides["ours"] = run_ours(encoded, tmp / "train.jsonl", tmp / "eval.jsonl", args, precision, tmp / "ours",
+                                 shapes)
+        if not args.skip_random:
+            sides["trl_random"] = run_trl(encoded, tokenizer, args, precision, False, tmp / "trl_random", shapes)
+        peaks_after = {name: matmul_peak(name) for name in ("fp32", "bf16")}
+        for side in sides.values():
+            model = RewardModel.from_pretrained(side.pop("model_dir"))
+            side["eval_accuracy"] = evaluate_reward_model(model, eval_pairs, 32, args.max_length)["accuracy"]
+    peaks = {name: max(peaks_before[name], peaks_after[name]) for name in peaks_before}
+    for side in sides.values():
+        side.update(utilisation(side, peaks))
+
+    trl_best = max((k for k in sides if k.startswith("trl")), key=lambda k: sides[k]["pairs_per_second"])
+    peer = f"TRL {trl.__version__} RewardTrainer ({'length-grouped' if trl_best == 'trl_grouped' else 'random'} batches)"
+    headlines = [
+        headline(f"RM training pairs/s, MiniLM, {len(train_pairs)} hh pairs, {precision}", sides["ours"]["pairs_per_second"],
+                 peer + ", TRL's fastest here", sides[trl_best]["pairs_per_second"], "pairs/s", goal=2.0),
+        headline("RM held-out accuracy (ratio = ours / TRL's fastest; goal: no worse)", sides["ours"]["eval_accuracy"],
+                 peer, sides[trl_best]["eval_accuracy"], "accuracy", goal=1.0)]
+    if "trl_random" in sides:
+        headlines.append(headline("RM training pairs/s against TRL's default (random batches)",
+                                  sides["ours"]["pairs_per_second"], f"TRL {trl.__version__} RewardTrainer (random batches)",
+                                  sides["trl_random"]["pairs_per_second"], "pairs/s"))
+    figures = {
         "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs), "batch_size": args.batch_size,
-        "max_length": args.max_length, "precision": args.precision,
-        "ours_pairs_per_second": ours["pairs_per_second"], "trl_pairs_per_second": trl["pairs_per_second"],
-        "speed_ratio": ours["pairs_per_second"] / trl["pairs_per_second"],
-        "ours_eval_accuracy": ours_accuracy, "trl_eval_accuracy": trl_accuracy,
-        "ours_train_seconds": ours["train_seconds"], "trl_train_seconds": trl["train_seconds"],
-        "trl_own_pipeline_would_drop_pairs": trl_filter_count(train_pairs, tokenizer, args.max_length),
-    }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"rm_throughput: ours {result['ours_pairs_per_second']:.2f} pairs/s, TRL {result['trl_pairs_per_second']:.2f} "
-          f"pairs/s, ratio {result['speed_ratio']:.2f}; eval accuracy ours {ours_accuracy:.3f} vs TRL "
-          f"{trl_accuracy:.3f} on {len(eval_pairs)} pairs; TRL's filter would drop "
-          f"{result['trl_own_pipeline_would_drop_pairs']} of {len(train_pairs)} pairs -> {args.output}")
+        "max_length": args.max_length, "precision": precision, "learning_rate": args.learning_rate,
+        "matmul_peak_flops": {k: round(v) for k, v in peaks.items()},
+        "matmul_peak_flops_before_after": {k: [round(v), round(peaks_after[k])] for k, v in peaks_before.items()},
+        "model_shapes": shapes,
+        "trl_fastest": trl_best, "sides": sides, "torch_threads": torch.get_num_threads(),
+        "trl_own_pipeline_would_drop_pairs": trl_filter_count(train_pairs, tokenizer, args.max_length)}
+    run.write(args.output, figures, headlines)
+    line = "; ".join(f"{k} {s['pairs_per_second']:.2f} pairs/s (pad x{s['padded_over_real']:.2f}, acc "
+                     f"{s['eval_accuracy']:.3f}, MFU {s[f'mfu_vs_{precision}_peak']:.1%} of {precision} peak)"
+                     for k, s in sides.items())
+    print(f"rm_throughput [{len(train_pairs)} pairs, {precision}]: {line}; ours / {trl_best} "
+          f"x{headlines[0]['ratio']:.2f} (goal 2) -> {args.output}")
 
 
 if __name__ == "__main__":
