@@ -41,7 +41,11 @@ test: install bench-env
 	@bash .ci/sandbox-services.sh bubblewrap
 	$(if $(filter 1 true yes,$(SANDBOX_DOCKER)),bash .ci/sandbox-services.sh run) $(PY) -m pytest -q -p no:cacheprovider
 
+# The slow tier: the SmolLM2 conversion (the default policy), HumanEval / HumanEval+ / MBPP+ canonical
+# solutions in the sandbox, the MQM score reproduction, the demo stages on the real data. CI (.ci/run) runs
+# it after `make test`, with ALIGN_CACHE_DIR set to an empty directory so the conversion really runs.
 test-slow: install
+	@bash .ci/sandbox-services.sh bubblewrap
 	$(PY) -m pytest -q -p no:cacheprovider -m slow
 
 lint: install
