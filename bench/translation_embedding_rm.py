@@ -46,6 +46,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", default="runs/me5-features.pkl")
     parser.add_argument("--encode-only", action="store_true")
+    parser.add_argument("--encode-order", nargs="+", default=["talk.9", "talk.7", "talk.5", "talk.6", "talk.2"],
+                        help="MQM documents to encode, in this order")
+    parser.add_argument("--merge-cache", nargs="*", default=[], help="other caches to read first")
     parser.add_argument("--validate-on", default="talk.7", help="training document the choices are compared on")
     parser.add_argument("--final", action="store_true", help="fit the frozen choice on every training document "
                         "and score the test document")
@@ -62,10 +65,12 @@ def main() -> None:
     encoder = SentenceEncoder("me5-small")
     cache = Path(args.cache)
     cache.parent.mkdir(parents=True, exist_ok=True)
+    for other in args.merge_cache:
+        load_cache(encoder, Path(other))
     load_cache(encoder, cache)
     scores = TranslationDomain().segment_scores()
-    order = {"talk.9": 0, "talk.2": 1, "talk.7": 2, "talk.5": 3, "talk.6": 4}
-    ordered = sorted(scores, key=lambda s: order.get(s.doc, 5))
+    order = {doc: i for i, doc in enumerate(args.encode_order)}
+    ordered = sorted([s for s in scores if s.doc in order], key=lambda s: order[s.doc])
     encode_all(encoder, [t for s in ordered for t in (s.source, s.target)], cache)
     if args.encode_only:
         return

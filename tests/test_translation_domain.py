@@ -249,8 +249,9 @@ def test_demo_stage_on_the_real_data(tmp_path):
         pytest.skip(reason="real MQM data not found in ../shared/data/translation")
     from domains.translation.demo import demo_stage
 
-    summary = demo_stage(TranslationDomain(), tmp_path, model="tiny-bert", train_pairs=32, eval_pairs=16, eval_sources=4, max_steps=2,
-                         progress=False)
-    assert summary["sources"] == 4 and summary["rm_steps"] == 2
+    summary = demo_stage(TranslationDomain(), tmp_path, backbone="tiny-bert", policy="tiny-llama", train_pairs=32,
+                         eval_sources=4, policy_sentences=2, progress=False)
+    assert summary["sources"] == 4 and summary["rm_train_pairs"] == 32
     assert 0.0 <= summary["rm_overall_acc_eq"] <= 1.0 and summary["robustness_cases"] > 0
-    assert (tmp_path / "report.md").exists() and (tmp_path / "rm" / "model").is_dir()
+    assert "policy_zh_en_chrf" in summary and "policy_en_zh_mean_reward" in summary
+    assert (tmp_path / "report.md").exists() and (tmp_path / "rm" / "embedding_rm.json").is_file()

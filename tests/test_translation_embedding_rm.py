@@ -97,3 +97,28 @@ def test_domain_scores_with_an_embedding_rm_on_its_device(trained):
     with pytest.raises(ValueError, match="reference"):
         EmbeddingRewardModel(["overall"], np.zeros((1, 13)), np.zeros(13), np.ones(13), "tiny-bert",
                              use_reference=True).score(["a"], ["b"], [None])
+
+
+def test_users_en_zh_preference_file_fits_and_scores(tmp_path):
+    """The documented path for users' own en→zh preferences: a JSONL file -> fit_rm -> the domain's reward."""
+    import json
+
+    from domains.translation.domain import TranslationDomain
+    from domains.translation.fit_rm import fit
+
+    rows = [{"source": f"The {w} costs {n} dollars.", "chosen": f"这个{c}要{n}美元。", "rejected": f"这个{c}。",
+             "reference": f"这个{c}要{n}美元。", "src_lang": "en", "tgt_lang": "zh",
+             "aspect": "faithfulness" if n % 2 else "overall"}
+            for n, (w, c) in enumerate([("apple", "苹果"), ("lamp", "灯"), ("book", "书"), ("chair", "椅子")] * 10)]
+    data = tmp_path / "mine.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    domain = TranslationDomain(data=str(data), direction="en-zh", test_fraction=0.25)
+    summary = fit(domain, tmp_path / "rm", backbone="tiny-bert", use_reference=True)
+    assert summary["train_pairs_overall"] > 0 and summary["train_pairs_faithfulness"] > 0
+    scored = TranslationDomain(direction="en-zh", reward_model=str(tmp_path / "rm"))
+    prompts = [p for p in TranslationDomain(data=str(data), direction="en-zh").preferences("test")][:2]
+    from domains.translation.parallel import make_prompt
+
+    asked = [make_prompt(p.extra["source_text"], "en", "zh", reference=p.extra["reference"]) for p in prompts]
+    outputs = scored.reward(asked, [p.chosen for p in prompts])
+    assert all("head_overall" in o.parts and not o.parts["guards_failed"] for o in outputs)

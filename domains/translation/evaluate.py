@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from domains.translation import mqm
 from domains.translation.agreement import all_ties_baseline, strict_pairwise_accuracy, tie_calibrated_accuracy
+from domains.translation.embedding_rm import EmbeddingRewardModel, SentenceEncoder
 from domains.translation.metrics import SENTENCE_METRICS
 from domains.translation.mqm import REFERENCE_SYSTEM
 from domains.translation.parallel import make_prompt
@@ -51,26 +52,21 @@ def human(item: mqm.SegmentScore, aspect: str) -> float:
     return item.score if aspect == "overall" else item.aspect_scores[aspect]
 
 
-def me5_cosines(sources: list[str], targets: list[str], batch_size: int = 32) -> list[float]:
+def me5_cosines(sources: list[str], targets: list[str], encoder: SentenceEncoder | None = None) -> list[float]:
     """Zero-shot cosine of each (source, translation) under multilingual-e5-small (`query: ` prefix on both,
-    mean pooling, as the model card prescribes for symmetric tasks)."""
-    import torch
-    from transformers import AutoModel
-
-    from align.models import load_tokenizer, resolve_model_path
-
-    tokenizer, model = load_tokenizer("me5-small"), AutoModel.from_pretrained(resolve_model_path("me5-small")).eval()
+    mean pooling, as the model card prescribes for symmetric tasks); `encoder` reuses one's cache."""
+    encoder = encoder or SentenceEncoder("me5-small")
     texts = list(dict.fromkeys(sources + targets))
-    vectors = {}
-    with torch.no_grad():
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start:start + batch_size]
-            encoded = tokenizer(["query: " + t for t in chunk], padding=True, truncation=True, max_length=256,
-                                return_tensors="pt")
-            mask = encoded["attention_mask"].unsqueeze(-1).float()
-            pooled = (model(**encoded).last_hidden_state * mask).sum(1) / mask.sum(1)
-            vectors.update(zip(chunk, torch.nn.functional.normalize(pooled, dim=-1)))
+    vectors = {t: pooled for t, (_, pooled) in zip(texts, encoder.encode(texts))}
     return [float(vectors[s] @ vectors[t]) for s, t in zip(sources, targets)]
+
+
+def shared_encoder(domain) -> SentenceEncoder | None:
+    """The me5 encoder of the domain's reward model, when it has one (its cache then serves the cosine baseline)."""
+    model = domain.reward_model if domain.reward_model_path else None
+    if isinstance(model, EmbeddingRewardModel) and model.backbone == "me5-small":
+        return model.encoder
+    return None
 
 
 def score_items(domain, groups, references, metrics: list[str], use_rm: bool, cosine: bool = False
@@ -81,7 +77,7 @@ def score_items(domain, groups, references, metrics: list[str], use_rm: bool, co
     scores["length"] = {aspect: lengths for aspect in ASPECTS}
     if cosine:
         flat = [s for group in groups for s in group]
-        values, rows = me5_cosines([s.source for s in flat], [s.target for s in flat]), []
+        values, rows = me5_cosines([s.source for s in flat], [s.target for s in flat], shared_encoder(domain)), []
         for group in groups:
             rows.append(values[:len(group)])
             values = values[len(group):]
@@ -176,7 +172,10 @@ def preference_pair_accuracy(domain, model_dir: str | None, split: str = "test",
     sides = [(p.chosen, p.rejected) for p in pairs]
     scores = {"length": [(float(len(c)), float(len(r))) for c, r in sides]}
     if cosine:
-        values = me5_cosines([p.extra["source_text"] for p in pairs] * 2, [c for c, _ in sides] + [r for _, r in sides])
+        if model_dir:
+            domain.reward_model_path = model_dir
+        values = me5_cosines([p.extra["source_text"] for p in pairs] * 2, [c for c, _ in sides] + [r for _, r in sides],
+                             shared_encoder(domain))
         scores["cosine"] = list(zip(values[:len(pairs)], values[len(pairs):]))
     if model_dir:
         domain.reward_model_path = model_dir
