@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from pathlib import Path
 
 import torch
 
 from align.iterate.config import Config, rm_config
 from align.rm.shifted import ShiftedGroup, discrimination, encode_groups, overall_head, score_groups
-from align.training.rundir import write_json_atomic
 from align.types import Prompt
 
 
@@ -58,11 +58,16 @@ def greedy_completions(config: Config, policy_path: str, prompts: list[Prompt]) 
 
 
 def write_completions(path: Path, prompts: list[Prompt], completions: list[str]) -> None:
-    write_json_atomic(path, [{"id": p.id, "completion": c} for p, c in zip(prompts, completions)])
+    """JSONL rows `{"id", "completion"}`, whole or not at all: the completions file `align eval judge=...`
+    reads (`completions_a=` / `completions_b=`), so any other judge can compare two rounds later."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps({"id": p.id, "completion": c}, ensure_ascii=False) + "\n"
+                           for p, c in zip(prompts, completions)))
+    os.replace(tmp, path)
 
 
 def read_completions(path: str | Path) -> list[str]:
-    return [row["completion"] for row in json.loads(Path(path).read_text())]
+    return [json.loads(line)["completion"] for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 # --------------------------------------------------------------------------- the reward model's figures

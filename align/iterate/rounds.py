@@ -97,7 +97,7 @@ def initial_reward_model(config: Config, folder: Path) -> dict:
 
 def evaluate_round0(config: Config, folder: Path, rm0: str, eval_prompts) -> dict:
     completions = ev.greedy_completions(config, config.policy, eval_prompts)
-    ev.write_completions(folder / "eval_completions.json", eval_prompts, completions)
+    ev.write_completions(folder / "eval_completions.jsonl", eval_prompts, completions)
     reward_model = ev.load_rm(rm0)
     reward = ev.rm_scores(reward_model, eval_prompts, completions, config.max_prompt_length + config.max_new_tokens)
     return {"round": 0, "policy": config.policy, "reward_model": rm0, "eval_reward": _mean(reward),
@@ -151,7 +151,7 @@ def evaluate_round(config: Config, folder: Path, round_index: int, judges: list,
 
     root = folder.parent
     completions = ev.greedy_completions(config, trained["policy"], eval_prompts)
-    ev.write_completions(folder / "eval_completions.json", eval_prompts, completions)
+    ev.write_completions(folder / "eval_completions.jsonl", eval_prompts, completions)
     length = config.max_prompt_length + config.max_new_tokens
     groups, _ = load_shifted_groups(samples["samples"])
     current_rm, before_rm = ev.load_rm(updated["reward_model"]), ev.load_rm(previous_rm)
@@ -164,9 +164,9 @@ def evaluate_round(config: Config, folder: Path, round_index: int, judges: list,
               "samples_groups": samples["groups"],
               **{f"samples_{k}_before": v for k, v in ev.sample_discrimination(before_rm, groups, length).items()},
               **{f"samples_{k}": v for k, v in ev.sample_discrimination(current_rm, groups, length).items()}}
-    round0 = ev.read_completions(root / "round-0" / "eval_completions.json")
+    round0 = ev.read_completions(root / "round-0" / "eval_completions.jsonl")
     report.update(ev.judged(judges, eval_prompts, completions, round0, "round0"))
-    previous = ev.read_completions(root / f"round-{round_index - 1}" / "eval_completions.json")
+    previous = ev.read_completions(root / f"round-{round_index - 1}" / "eval_completions.jsonl")
     report.update(ev.judged(judges, eval_prompts, completions, previous, "previous"))
     return report
 
