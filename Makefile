@@ -80,8 +80,8 @@ $(BENCH_SITE)/.installed: Makefile | install
 # load, command). Each script writes bench/results/<name>.json with the same provenance (bench/provenance.py).
 # The sizes below are the ones the summary's figures were measured at; the scripts' own defaults are larger.
 # Other engineers' benchmarks join through BENCH_OTHERS (script and arguments, `;`-separated).
-BENCH_RM_ARGS ?= --train 400 --eval 300
-BENCH_PPO_ARGS ?= --steps 4 --seeds 0 1
+BENCH_RM_ARGS ?= --train 320 --eval 300
+BENCH_PPO_ARGS ?= --steps 4 --seeds 0 1 --learning-steps 20
 BENCH_CODE_ARGS ?= --easy-tasks 64 --greedy-tasks 10 --sampled-tasks 2
 BENCH_PRECISION_ARGS ?= --train 200 --eval 100 --repeats 3
 BENCH_DENOISE_ARGS ?= --datasets controlled --train-pairs 300 --eval-pairs 200 --members 2 --folds 2 --seeds 0 \

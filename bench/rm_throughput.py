@@ -5,10 +5,15 @@ rate, schedule, epoch and precision (`--precision auto` is resolved once and giv
 truncates each pair from the left at `max_length` (keeping the responses); TRL receives those ids
 pre-tokenized, so neither drops a pair (how many TRL's own pipeline would drop is counted).
 
-Peers: TRL with random batches (its default) and TRL with length-grouped batches (its fastest sampler:
-`train_sampling_strategy="group_by_length"` with a precomputed `length` column and `remove_unused_columns=False`
-under transformers 5, `group_by_length=True` before). `align rm` groups by length too (mega-batches of 50
-batches sorted by length, as transformers' LengthGroupedSampler). The headline compares with the faster TRL.
+Peers, all TRL's RewardTrainer:
+- random batches (its default);
+- length-grouped batches, its fastest sampler: `train_sampling_strategy="group_by_length"` with a precomputed
+  `length` column and `remove_unused_columns=False` under transformers 5 (`group_by_length=True` before).
+  transformers sorts mega-batches of min(50, pairs // 32) batches; `align rm` sorts mega-batches of 50, so
+  below 1,600 pairs ours pads less for that reason alone;
+- our batches: the dataset in exactly the order `align rm` draws it, read sequentially (`"sequential"`), so
+  both sides compute the very same padded batches and the ratio is the frameworks' alone.
+The headline compares with the fastest of the three.
 
 Timing boundaries, both sides: from the end of optimizer step 1 to the end of the last step (step 1 warms
 up), read at each trainer's own step-end point (TRL: `on_step_end`; ours: `Trainer.end_step`), with no
@@ -81,7 +86,6 @@ def run_ours(encoded, train_file: Path, eval_file: Path, args, precision: str, o
              shapes: dict) -> dict:
     from align.config import load_config
     from align.rm import train as rm
-    from align.training import BatchPlan
     from align.training import trainer as core
 
     step_ends: list[float] = []
@@ -104,7 +108,7 @@ def run_ours(encoded, train_file: Path, eval_file: Path, args, precision: str, o
         core.Trainer.end_step = original
     # the batches `align rm` drew (one process, grad_accum 1: one batch per step), rebuilt from its batch plan
     lengths = [max(len(e.chosen_ids), len(e.rejected_ids)) for e in encoded]
-    batches = BatchPlan(lengths, args.batch_size, args.seed).batcher.batches(0)
+    batches = ours_batches(encoded, args)
     steps = [(2 * len(b), max(lengths[i] for i in b),
               [len(encoded[i].chosen_ids) for i in b] + [len(encoded[i].rejected_ids) for i in b]) for b in batches]
     real_reported = round(summary["tokens_per_second"] * summary["train_seconds"])
@@ -115,7 +119,15 @@ def run_ours(encoded, train_file: Path, eval_file: Path, args, precision: str, o
     return {"model_dir": summary["model_dir"], **timed_steps(step_ends, steps, shapes)}
 
 
-def run_trl(encoded, tokenizer, args, precision: str, grouped: bool, output_dir: Path,
+def ours_batches(encoded, args) -> list[list[int]]:
+    """The batches `align rm` draws in epoch 0 (one process, grad_accum 1: one batch per optimizer step)."""
+    from align.training import BatchPlan
+
+    lengths = [max(len(e.chosen_ids), len(e.rejected_ids)) for e in encoded]
+    return BatchPlan(lengths, args.batch_size, args.seed).batcher.batches(0)
+
+
+def run_trl(encoded, tokenizer, args, precision: str, sampler: str, output_dir: Path,
             shapes: dict) -> dict:
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification as SequenceClassifier
@@ -124,16 +136,24 @@ def run_trl(encoded, tokenizer, args, precision: str, grouped: bool, output_dir:
 
     from align.models import resolve_model_path
 
-    rows = [{"chosen_ids": e.chosen_ids, "rejected_ids": e.rejected_ids,
-             "length": max(len(e.chosen_ids), len(e.rejected_ids))} for e in encoded]
+    order = range(len(encoded))
+    if sampler == "ours":  # our batches in our order; the one short batch last, so that TRL's cuts of 8 match
+        batches = ours_batches(encoded, args)
+        order = [i for b in sorted(batches, key=lambda b: len(b) < args.batch_size) for i in b]
+    rows = [{"chosen_ids": encoded[i].chosen_ids, "rejected_ids": encoded[i].rejected_ids,
+             "length": max(len(encoded[i].chosen_ids), len(encoded[i].rejected_ids))} for i in order]
     dataset = Dataset.from_list(rows)
     model = SequenceClassifier.from_pretrained(resolve_model_path("minilm"), num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     fields = {f.name for f in dataclasses.fields(RewardConfig)}
     sampling = {}
-    if grouped:  # TRL's fastest: transformers' LengthGroupedSampler on the precomputed `length` column
+    if sampler == "grouped":  # transformers' LengthGroupedSampler on the precomputed `length` column
         sampling = ({"train_sampling_strategy": "group_by_length", "length_column_name": "length"}
                     if "train_sampling_strategy" in fields else {"group_by_length": True, "length_column_name": "length"})
+    elif sampler == "ours":  # the rows are already in our batch order: read them as they are
+        if "train_sampling_strategy" not in fields:
+            raise SystemExit("bench/rm_throughput.py: this transformers has no train_sampling_strategy='sequential'")
+        sampling = {"train_sampling_strategy": "sequential"}
     trl_config = RewardConfig(
         output_dir=str(output_dir), per_device_train_batch_size=args.batch_size, num_train_epochs=1,
         learning_rate=args.learning_rate, lr_scheduler_type="linear", logging_steps=50,
@@ -203,6 +223,7 @@ def main() -> None:
 
     from align.data import encode_pair, load_preferences, split_train_eval
     from align.eval.evaluate import evaluate_reward_model
+    from align.eval.stats import mcnemar_exact
     from align.models import RewardModel, load_tokenizer, resolve_model_path
     from align.training.precision import mixed_precision
 
@@ -223,38 +244,53 @@ def main() -> None:
         tmp = Path(tmp)
         write_jsonl(train_pairs, tmp / "train.jsonl")
         write_jsonl(eval_pairs, tmp / "eval.jsonl")
-        # the comparison that matters runs back to back: TRL length-grouped, then ours, then TRL random
-        sides["trl_grouped"] = run_trl(encoded, tokenizer, args, precision, True, tmp / "trl_grouped", shapes)
+        # ours sits between TRL on our batches and TRL length-grouped; TRL random (the slowest) runs last
+        sides["trl_our_batches"] = run_trl(encoded, tokenizer, args, precision, "ours", tmp / "trl_ours", shapes)
         sides["ours"] = run_ours(encoded, tmp / "train.jsonl", tmp / "eval.jsonl", args, precision, tmp / "ours",
                                  shapes)
+        sides["trl_grouped"] = run_trl(encoded, tokenizer, args, precision, "grouped", tmp / "trl_grouped", shapes)
         if not args.skip_random:
-            sides["trl_random"] = run_trl(encoded, tokenizer, args, precision, False, tmp / "trl_random", shapes)
+            sides["trl_random"] = run_trl(encoded, tokenizer, args, precision, "random", tmp / "trl_random", shapes)
         peaks_after = {name: matmul_peak(name) for name in ("fp32", "bf16")}
-        for side in sides.values():
+        correct = {}
+        for name, side in sides.items():
             model = RewardModel.from_pretrained(side.pop("model_dir"))
-            side["eval_accuracy"] = evaluate_reward_model(model, eval_pairs, 32, args.max_length)["accuracy"]
+            scored = evaluate_reward_model(model, eval_pairs, 32, args.max_length)
+            side["eval_accuracy"] = scored["accuracy"]
+            correct[name] = [d > 0 for d in scored["differences"]]
     peaks = {name: max(peaks_before[name], peaks_after[name]) for name in peaks_before}
     for side in sides.values():
         side.update(utilisation(side, peaks))
 
     trl_best = max((k for k in sides if k.startswith("trl")), key=lambda k: sides[k]["pairs_per_second"])
-    peer = f"TRL {trl.__version__} RewardTrainer ({'length-grouped' if trl_best == 'trl_grouped' else 'random'} batches)"
+    label = {"trl_our_batches": "our batches", "trl_grouped": "length-grouped batches", "trl_random": "random batches"}
+    peer = f"TRL {trl.__version__} RewardTrainer ({label[trl_best]})"
+    # held-out pairs one side gets right and the other wrong, and the exact McNemar test on them
+    gained = sum(a and not b for a, b in zip(correct["ours"], correct[trl_best]))
+    lost = sum(b and not a for a, b in zip(correct["ours"], correct[trl_best]))
+    paired = {"vs": trl_best, "ours_only_correct": gained, "peer_only_correct": lost,
+              "mcnemar_exact_p": mcnemar_exact(gained, lost)}
     headlines = [
         headline(f"RM training pairs/s, MiniLM, {len(train_pairs)} hh pairs, {precision}", sides["ours"]["pairs_per_second"],
-                 peer + ", TRL's fastest here", sides[trl_best]["pairs_per_second"], "pairs/s", goal=2.0),
-        headline("RM held-out accuracy (ratio = ours / TRL's fastest; goal: no worse)", sides["ours"]["eval_accuracy"],
-                 peer, sides[trl_best]["eval_accuracy"], "accuracy", goal=1.0)]
-    if "trl_random" in sides:
-        headlines.append(headline("RM training pairs/s against TRL's default (random batches)",
-                                  sides["ours"]["pairs_per_second"], f"TRL {trl.__version__} RewardTrainer (random batches)",
-                                  sides["trl_random"]["pairs_per_second"], "pairs/s"))
+                 peer + ", TRL's fastest here", sides[trl_best]["pairs_per_second"], "pairs/s", goal=2.0,
+                 note=f"padded/real tokens: ours {sides['ours']['padded_over_real']:.2f}, "
+                      f"TRL {sides[trl_best]['padded_over_real']:.2f}"),
+        headline(f"RM held-out accuracy, {len(eval_pairs)} pairs (goal: no worse)", sides["ours"]["eval_accuracy"],
+                 peer, sides[trl_best]["eval_accuracy"], "accuracy", goal=1.0,
+                 note=f"pairs only ours gets right {gained}, only TRL {lost}, McNemar p = {paired['mcnemar_exact_p']:.2g}")]
+    for name in sides:
+        if name.startswith("trl") and name != trl_best:
+            headlines.append(headline(f"RM training pairs/s against TRL with {label[name]}", sides["ours"]["pairs_per_second"],
+                                      f"TRL {trl.__version__} RewardTrainer ({label[name]})", sides[name]["pairs_per_second"],
+                                      "pairs/s", note=f"padded/real tokens: ours {sides['ours']['padded_over_real']:.2f}, "
+                                                      f"TRL {sides[name]['padded_over_real']:.2f}"))
     figures = {
         "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs), "batch_size": args.batch_size,
         "max_length": args.max_length, "precision": precision, "learning_rate": args.learning_rate,
         "matmul_peak_flops": {k: round(v) for k, v in peaks.items()},
         "matmul_peak_flops_before_after": {k: [round(v), round(peaks_after[k])] for k, v in peaks_before.items()},
         "model_shapes": shapes,
-        "trl_fastest": trl_best, "sides": sides, "torch_threads": torch.get_num_threads(),
+        "trl_fastest": trl_best, "held_out_paired": paired, "sides": sides, "torch_threads": torch.get_num_threads(),
         "trl_own_pipeline_would_drop_pairs": trl_filter_count(train_pairs, tokenizer, args.max_length)}
     run.write(args.output, figures, headlines)
     line = "; ".join(f"{k} {s['pairs_per_second']:.2f} pairs/s (pad x{s['padded_over_real']:.2f}, acc "
