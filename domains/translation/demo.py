@@ -19,7 +19,7 @@ from domains.translation.evaluate import ASPECTS, evaluate_translation, report_m
 from domains.translation.metrics import corpus_scores
 
 HEADS = ["overall", "faithfulness", "expressiveness", "elegance"]
-DEMO_L2 = 1e-3  # the regularisation chosen on a training document (bench/translation_embedding_rm.py)
+DEMO_L2 = 1.0  # the regularisation chosen on a training document (bench/translation_embedding_rm.py)
 
 
 def translate_and_score(domain_type, options: dict, model_dir: str, policy: str, sentences: int) -> dict:

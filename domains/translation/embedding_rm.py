@@ -11,6 +11,8 @@ states and mean-pooled sentence vectors each (source, translation) gets features
     f1, coverage_p10,     their harmonic mean, and the 10th percentile of each (one untranslated or dropped
     precision_p10         stretch is a few tokens: a mean hides it)
     log_length_ratio, its square, log_token_ratio
+    number_mismatches     numbers of the source missing from the translation or added to it (the numbers guard's
+                          count, at most 5: a changed number is a major error the encoder hardly sees)
     pooled (optional)     t̄, s̄ ⊙ t̄, |s̄ − t̄| (3 × hidden: the COMET estimator's combinations)
     reference (optional)  cos(r̄, t̄) and coverage / precision / f1 of t against r
 
@@ -32,9 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from domains.translation.guards import check_numbers
+
 MARKER = "embedding_rm.json"
 FEATURES = ["cosine", "coverage", "precision", "f1", "coverage_p10", "precision_p10", "log_length_ratio",
-            "log_length_ratio_sq", "log_token_ratio"]
+            "log_length_ratio_sq", "log_token_ratio", "number_mismatches"]
 REFERENCE_FEATURES = ["ref_cosine", "ref_coverage", "ref_precision", "ref_f1"]
 PREFIX = "query: "
 
@@ -113,8 +117,9 @@ def pair_features(source, translation, source_text: str, translation_text: str, 
     (s_tokens, s_vector), (t_tokens, t_vector) = source, translation
     coverage, precision, f1, coverage_low, precision_low = _alignment(s_tokens, t_tokens)
     length = math.log(max(len(translation_text), 1) / max(len(source_text), 1))
+    numbers = check_numbers(translation_text, source_text).value or 0.0
     values = [float(s_vector @ t_vector), coverage, precision, f1, coverage_low, precision_low, length, length ** 2,
-              math.log(max(len(t_tokens), 1) / max(len(s_tokens), 1))]
+              math.log(max(len(t_tokens), 1) / max(len(s_tokens), 1)), min(numbers, 5.0)]
     if reference is not None:
         r_tokens, r_vector = reference
         r_coverage, r_precision, r_f1, _, _ = _alignment(r_tokens, t_tokens)
@@ -159,9 +164,14 @@ class EmbeddingRewardModel:
             raise ValueError("this translation reward model reads the reference translation: every prompt needs one")
         texts = list(dict.fromkeys([*sources, *translations, *(references or [] if self.use_reference else [])]))
         encoded = dict(zip(texts, self.encoder.encode(texts)))
-        rows = [pair_features(encoded[s], encoded[t], s, t, encoded[references[i]] if self.use_reference else None,
-                              self.pooled) for i, (s, t) in enumerate(zip(sources, translations))]
-        return np.stack(rows) if rows else np.zeros((0, len(self.mean)))
+        keys = [(s, t, references[i] if self.use_reference else None) for i, (s, t) in enumerate(zip(sources, translations))]
+        unique = {}  # a translation is in many pairs (every other system, every aspect): its features once
+        for key in keys:
+            if key not in unique:
+                s, t, r = key
+                unique[key] = pair_features(encoded[s], encoded[t], s, t, encoded[r] if r is not None else None,
+                                            self.pooled)
+        return np.stack([unique[key] for key in keys]) if keys else np.zeros((0, len(self.mean)))
 
     def score(self, sources, translations, references=None) -> np.ndarray:
         """[N, heads] raw rewards."""
@@ -191,9 +201,12 @@ class EmbeddingRewardModel:
 
 def train_embedding_rm(pairs_by_head: dict[str, list[tuple[str, str, str, str | None, float]]],
                        backbone: str = "me5-small", use_reference: bool = False, pooled: bool = False,
-                       l2: float = 1e-3, encoder: SentenceEncoder | None = None) -> EmbeddingRewardModel:
+                       l2: float = 1e-3, encoder: SentenceEncoder | None = None, margin_weight: bool = False
+                       ) -> EmbeddingRewardModel:
     """Fit one Bradley-Terry head per entry of `pairs_by_head` (head -> (source, chosen, rejected, reference,
-    margin) rows) on standardised features; the standardisation is measured on every feature row of every head."""
+    margin) rows) on standardised features; the standardisation is measured on every feature row of every head.
+    `margin_weight`: a pair counts in proportion to its margin (capped at 10: one non-translation error weighs 25),
+    so pairs a major error apart outweigh those one minor error apart."""
     model = EmbeddingRewardModel(list(pairs_by_head), np.zeros((0, 0)), np.zeros(0), np.ones(0), backbone,
                                  use_reference, pooled, encoder)
     rows = {}
@@ -205,8 +218,10 @@ def train_embedding_rm(pairs_by_head: dict[str, list[tuple[str, str, str, str | 
         rows[head] = (features[:len(pairs)], features[len(pairs):])
     everything = np.concatenate([np.concatenate(pair) for pair in rows.values()])
     model.mean, model.std = everything.mean(0), everything.std(0) + 1e-6
-    model.weights = np.stack([fit_bradley_terry((chosen - rejected) / model.std, l2)
-                              for chosen, rejected in rows.values()])
+    weights = {head: np.minimum([p[4] for p in pairs], 10.0) if margin_weight else None
+               for head, pairs in pairs_by_head.items()}
+    model.weights = np.stack([fit_bradley_terry((chosen - rejected) / model.std, l2, weights[head])
+                              for head, (chosen, rejected) in rows.items()])
     return model
 
 
