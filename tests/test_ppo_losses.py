@@ -9,15 +9,19 @@ import torch
 from align.ppo.losses import (
     AdaptiveKLController,
     RunningMoments,
+    discounted_returns,
     entropy_from_logits,
     explained_variance,
     gae,
+    grpo_advantages,
     kl_estimate,
     logprobs_from_logits,
     masked_mean,
     masked_whiten,
     normalize_rewards,
     policy_loss,
+    reinforce_pp_advantages,
+    rloo_advantages,
     token_rewards,
     value_loss,
 )
@@ -173,3 +177,68 @@ def test_logprobs_entropy_and_explained_variance():
     mask = torch.ones(1, 4)
     assert explained_variance(returns, returns, mask) == pytest.approx(1.0)
     assert explained_variance(torch.full((1, 4), 2.5), returns, mask) == pytest.approx(0.0)
+
+
+# --------------------------------------------------------------------------- critic-free estimators
+NAN = float("nan")
+
+
+def test_grpo_advantages_hand_computed_with_dropped_members():
+    # groups of 3 (consecutive rows), NaN = dropped (kept False):
+    # [1, 2, 4]: mean 7/3, deviations -4/3, -1/3, 5/3, unbiased var (16+1+25)/9/2 = 7/3, std 1.527525
+    #            -> -0.872872, -0.218218, 1.091089
+    # [0, x, 5]: the dropped member is left out: mean 2.5, var (6.25+6.25)/1 = 12.5, std 3.535534 -> -0.707107, 0, 0.707107
+    # [3, 3, 3]: no spread -> 0;   [7, x, x]: one kept member, nothing to compare with -> 0
+    scores = torch.tensor([1.0, 2, 4, 0, NAN, 5, 3, 3, 3, 7, NAN, NAN])
+    kept = torch.isfinite(scores)
+    advantages = grpo_advantages(scores, kept, group_size=3)
+    expected = [-0.872872, -0.218218, 1.091089, -0.707107, 0.0, 0.707107, 0, 0, 0, 0, 0, 0]
+    assert advantages.tolist() == pytest.approx(expected, abs=1e-5)
+    # a dropped member's value, whatever it is, changes nothing
+    replaced = scores.clone()
+    replaced[~kept] = 100.0
+    assert torch.equal(grpo_advantages(replaced, kept, 3), advantages)
+
+
+def test_rloo_advantages_hand_computed_with_dropped_members():
+    # [1, 2, 4]: 1 - (2+4)/2 = -2;  2 - (1+4)/2 = -0.5;  4 - (1+2)/2 = 2.5
+    # [0, x, 5]: 0 - 5 = -5, the dropped one 0, 5 - 0 = 5;   [7, x, x]: no other member -> 0
+    scores = torch.tensor([1.0, 2, 4, 0, NAN, 5, 7, NAN, NAN])
+    advantages = rloo_advantages(scores, torch.isfinite(scores), group_size=3)
+    assert advantages.tolist() == pytest.approx([-2, -0.5, 2.5, -5, 0, 5, 0, 0, 0], abs=1e-6)
+    # with every member kept it is n/(n-1) * (r - mean)
+    scores = torch.tensor([1.0, 2, 4])
+    assert rloo_advantages(scores, torch.ones(3, dtype=torch.bool), 3).tolist() == pytest.approx(
+        (1.5 * (scores - scores.mean())).tolist(), abs=1e-6)
+
+
+def test_group_estimators_refuse_a_batch_that_is_not_whole_groups():
+    with pytest.raises(ValueError, match="groups of 3"):
+        grpo_advantages(torch.zeros(4), torch.ones(4, dtype=torch.bool), 3)
+
+
+def test_discounted_returns_hand_computed():
+    # gamma 0.5: row 0 rewards 0, 1 -> G1 = 1, G0 = 0 + 0.5 * 1 = 0.5; row 1: 2 then padding -> 2, 0
+    rewards = torch.tensor([[0.0, 1.0], [2.0, 9.0]])
+    mask = torch.tensor([[1, 1], [1, 0]])
+    assert discounted_returns(rewards, mask, 0.5).tolist() == [[0.5, 1.0], [2.0, 0.0]]
+
+
+def test_reinforce_pp_normalises_returns_over_the_global_batch():
+    # returns (gamma 0.5) 0.5, 1, 2 on the real tokens: mean 7/6, unbiased var 0.583333, std 0.763763
+    rewards = torch.tensor([[0.0, 1.0], [2.0, 9.0]])
+    mask = torch.tensor([[1, 1], [1, 0]])
+    advantages = reinforce_pp_advantages(rewards, mask, 0.5)
+    assert advantages.flatten().tolist() == pytest.approx([-0.872872, -0.218218, 1.091089, 0.0], abs=1e-5)
+
+    # another process holds one token with return 3: count 4, sum 6.5, squares 14.25 over both;
+    # mean 1.625, var (14.25 - 4 * 1.625^2) / 3 = 1.229167, std 1.108678
+    def with_other_process(count, total, squares):
+        return [count + 1, total + 3.0, squares + 9.0]
+
+    advantages = reinforce_pp_advantages(rewards, mask, 0.5, with_other_process)
+    assert advantages.flatten().tolist() == pytest.approx([-1.014723, -0.563735, 0.338241, 0.0], abs=1e-5)
+    # the same as one process holding both batches
+    union = reinforce_pp_advantages(torch.tensor([[0.0, 1.0], [2.0, 9.0], [3.0, 0.0]]),
+                                    torch.tensor([[1, 1], [1, 0], [1, 0]]), 0.5)
+    assert union[:2].flatten().tolist() == pytest.approx(advantages.flatten().tolist(), abs=1e-6)

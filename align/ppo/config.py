@@ -43,14 +43,34 @@ class Config(TrainConfig):
     reward_clip: float = doc("Clip normalised scores to [-c, c] (PPO-max); 0 disables.", 5.0)
 
     # ---- rollouts
-    rollout_batch_size: int = doc("Prompts sampled per PPO step.", 8)
+    rollout_batch_size: int = doc("Prompts per PPO step and process (each sampled samples_per_prompt times).", 8)
     max_new_tokens: int = doc("Longest completion in tokens.", 64)
     max_prompt_length: int = doc("Prompt token limit (the start of a longer prompt is cut).", 256)
     temperature: float = doc("Sampling temperature of rollouts.", 1.0)
     top_p: float = doc("Nucleus sampling threshold of rollouts (1: off).", 1.0)
     stop: list[str] = doc("Stop strings: a completion ends at the first one (it is kept in the tokens, cut from "
                           "the text).", [])
-    generation_batch_size: int = doc("Prompts per generation batch.", 8)
+    generation_batch_size: int = doc("Completions per generation batch (a prompt's k samples count k).", 8)
+    samples_per_prompt: int = doc("Completions sampled per prompt (k), in one batched generation call: a step has "
+                                  "rollout_batch_size × k samples. Each process samples all k completions of its "
+                                  "own prompts, so a group never spans processes.", 1)
+
+    # ---- advantage estimator
+    advantage: Literal["gae", "grpo", "rloo", "reinforce++"] = doc(
+        "How advantages are estimated. `gae`: PPO-max, a critic (value model) and GAE. Critic-free, with no critic "
+        "loaded, prepared or checkpointed (one trained model fewer: its weights, gradients and Adam moments, about "
+        "half the memory of full fine-tuning; `align plan` counts none): `grpo` (Shao et al. 2024) the reward "
+        "normalised within the k completions of a prompt, (r - mean) / (std + eps); `rloo` (Ahmadian et al. "
+        "2024) the reward minus the mean of the other k - 1; `reinforce++` (Hu 2025) the return of token rewards "
+        "carrying the KL penalty, normalised over the global batch. `grpo` and `rloo` need samples_per_prompt "
+        ">= 2.", "gae")
+    kl_penalty: Literal["auto", "reward", "loss"] = doc(
+        "Where the KL to the reference acts. `reward`: -kl_coef × KL_t in the token rewards (per token for gae and "
+        "reinforce++; for grpo and rloo summed over the completion before the group statistic); `loss`: kl_coef × "
+        "the k3 estimate of KL(pi || pi_ref) per token added to the policy loss (GRPO, Shao et al. 2024, eq. 3), "
+        "leaving the advantages to the task reward. `auto`: `loss` for grpo (as in the paper: in the reward the "
+        "KL would be divided by each group's reward spread, hugely where every completion scores the same) and "
+        "`reward` for the others (as in their papers).", "auto")
 
     # ---- PPO
     batch_size: int = doc("Rollout samples per PPO minibatch (per optimizer step, times grad_accum).", 4)
@@ -63,9 +83,11 @@ class Config(TrainConfig):
     value_clip_range: float = doc("Value clip around the old values (0: unclipped).", 0.2)
     gamma: float = doc("Discount factor of GAE.", 1.0)
     lam: float = doc("GAE lambda.", 0.95)
-    whiten_advantages: bool = doc("Whiten advantages within each minibatch (PPO-max).", True)
+    whiten_advantages: bool = doc("Whiten advantages within each minibatch (PPO-max; `advantage=gae` only: the "
+                                  "critic-free estimators normalise in their own way).", True)
     kl_coef: float = doc("Initial coefficient beta of the token-level KL penalty.", 0.05)
-    kl_estimator: Literal["k1", "k3"] = doc("Per-token KL estimator in the reward: k1 = log ratio, k3 = "
+    kl_estimator: Literal["k1", "k3"] = doc("Per-token KL estimator in the reward (the KL loss uses k3): k1 = "
+                                           "log ratio, k3 = "
                                            "(r - 1) - log r (non-negative).", "k1")
     kl_target: float | None = doc("Target KL (nats per sequence) of the adaptive controller; empty: fixed beta.",
                                   None)
@@ -91,7 +113,8 @@ class Config(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        positive = {"rollout_batch_size": self.rollout_batch_size, "max_new_tokens": self.max_new_tokens,
+        positive = {"rollout_batch_size": self.rollout_batch_size, "samples_per_prompt": self.samples_per_prompt,
+                    "max_new_tokens": self.max_new_tokens,
                     "max_prompt_length": self.max_prompt_length, "ppo_epochs": self.ppo_epochs,
                     "critic_learning_rate": self.critic_learning_rate, "generation_batch_size":
                     self.generation_batch_size, "reward_batch_size": self.reward_batch_size,
@@ -99,9 +122,17 @@ class Config(TrainConfig):
         for key, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"{key}: expected a positive number, got {value!r}")
-        if self.batch_size * self.grad_accum > self.rollout_batch_size:
+        if self.batch_size * self.grad_accum > self.rollout_samples:
             raise ConfigError(f"batch_size: a minibatch of batch_size*grad_accum = {self.batch_size * self.grad_accum} "
-                              f"samples is larger than rollout_batch_size = {self.rollout_batch_size}")
+                              f"samples is larger than a step's rollout_batch_size*samples_per_prompt = "
+                              f"{self.rollout_samples}")
+        if self.advantage in ("grpo", "rloo") and self.samples_per_prompt < 2:
+            raise ConfigError(f"samples_per_prompt: advantage={self.advantage} compares the completions of one "
+                              f"prompt, so it needs samples_per_prompt >= 2 (got {self.samples_per_prompt})")
+        if self.critic_free and self.critic_warmup_steps:
+            raise ConfigError(f"critic_warmup_steps: advantage={self.advantage} trains no critic; set it to 0")
+        if self.critic_free and self.critic_model != "auto":
+            raise ConfigError(f"critic_model: advantage={self.advantage} has no critic; leave critic_model unset")
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"top_p: expected a number in (0, 1], got {self.top_p!r}")
         if self.temperature < 0:
@@ -124,3 +155,18 @@ class Config(TrainConfig):
             raise ConfigError("ptx_data: ptx_coef > 0 needs a pretraining text file")
         check_path("reward_model", self.reward_model)
         check_path("ptx_data", self.ptx_data)
+
+    @property
+    def critic_free(self) -> bool:
+        """No critic: the advantage comes from the rewards alone."""
+        return self.advantage != "gae"
+
+    @property
+    def rollout_samples(self) -> int:
+        """Samples one process generates per step."""
+        return self.rollout_batch_size * self.samples_per_prompt
+
+    @property
+    def kl_in_loss(self) -> bool:
+        """`kl_penalty` resolved: True when the KL is a loss term, False when it is in the reward."""
+        return self.kl_penalty == "loss" or (self.kl_penalty == "auto" and self.advantage == "grpo")

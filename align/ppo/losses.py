@@ -10,10 +10,15 @@ with `mask` 1 on real tokens. Papers:
 - PPO-max (reward normalisation and clipping, advantage whitening, clipped value loss, token-level
   KL penalty, critic initialised from the RM, global gradient clipping): Zheng et al. 2023,
   "Secrets of RLHF in Large Language Models Part I: PPO".
+- Critic-free estimators over groups of completions of one prompt: GRPO (Shao et al. 2024, "DeepSeekMath"),
+  RLOO (Ahmadian et al. 2024, "Back to Basics: Revisiting REINFORCE Style Optimization for Learning from
+  Human Feedback in LLMs"), REINFORCE++ (Hu 2025, "REINFORCE++: A Simple and Efficient Approach for
+  Aligning Large Language Models").
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -187,6 +192,63 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
         next_value = values[:, t]
     returns = advantages + values
     return advantages * mask, returns * mask
+
+
+def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    """G_t = sum_{s >= t} gamma^(s - t) r_s over each response (REINFORCE's return, no critic): GAE with V = 0
+    and lambda = 1, whose advantage is exactly this return. [B, T] -> [B, T], zero on padding."""
+    return gae(rewards, torch.zeros_like(rewards), mask, gamma, 1.0)[0]
+
+
+def _groups(scores: torch.Tensor, kept: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if group_size < 1 or scores.numel() % group_size:
+        raise ValueError(f"{scores.numel()} samples do not make groups of {group_size}")
+    weight = kept.to(torch.float64).view(-1, group_size)
+    return torch.where(weight > 0, scores.to(torch.float64).view(-1, group_size), 0.0), weight
+
+
+def grpo_advantages(scores: torch.Tensor, kept: torch.Tensor, group_size: int, eps: float = 1e-6) -> torch.Tensor:
+    """GRPO's outcome advantage (Shao et al. 2024, DeepSeekMath, sec. 4.1.2), one per completion:
+    A_i = (r_i - mean_g) / (std_g + eps) over the group g of completions of i's prompt, std with Bessel's
+    correction (as TRL's GRPOTrainer and verl compute it); the trainer broadcasts A_i to every response token.
+    `scores` [B] hold consecutive groups of `group_size`; `kept` [B] is False for a dropped completion (no
+    reward), which is left out of its group's mean and std and gets 0. A group with fewer than two kept
+    members has no spread to compare against: all its advantages are 0 (so are those of a group whose
+    rewards are all equal)."""
+    values, weight = _groups(scores, kept, group_size)
+    count = weight.sum(dim=1, keepdim=True)
+    mean = values.sum(dim=1, keepdim=True) / count.clamp(min=1.0)
+    variance = (((values - mean) * weight) ** 2).sum(dim=1, keepdim=True) / (count - 1.0).clamp(min=1.0)
+    advantages = (values - mean) / (variance.sqrt() + eps) * weight * (count >= 2)
+    return advantages.view(-1).to(scores.dtype)
+
+
+def rloo_advantages(scores: torch.Tensor, kept: torch.Tensor, group_size: int) -> torch.Tensor:
+    """RLOO's leave-one-out advantage (Ahmadian et al. 2024; the baseline of Kool et al. 2019), one per
+    completion: A_i = r_i - 1/(n-1) * sum_{j != i} r_j over the n kept completions of i's prompt, which equals
+    n/(n-1) * (r_i - mean). No normalisation: the scale of the reward is the scale of the step. A dropped
+    completion is no one's baseline and gets 0; a group with fewer than two kept members gets 0."""
+    values, weight = _groups(scores, kept, group_size)
+    count = weight.sum(dim=1, keepdim=True)
+    others = (values.sum(dim=1, keepdim=True) - values) / (count - 1.0).clamp(min=1.0)
+    advantages = (values - others) * weight * (count >= 2)
+    return advantages.view(-1).to(scores.dtype)
+
+
+def reinforce_pp_advantages(token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float,
+                            sum_over_processes: Callable[..., list[float]] | None = None) -> torch.Tensor:
+    """REINFORCE++ (Hu 2025): the return G_t (`discounted_returns`) of token rewards that carry the
+    token-level KL penalty (`token_rewards`), with no critic, normalised over the global batch:
+    A_t = (G_t - mean) / std over every response token of every process, the std with Bessel's correction.
+    `sum_over_processes(n, sum, sum of squares)` adds the three over processes (`Trainer.sum_over_processes`;
+    without it, this process's tokens are the batch). [B, T] -> [B, T], zero on padding."""
+    returns = discounted_returns(token_rewards, mask, gamma)
+    weight = mask.to(returns.dtype)
+    local = [weight.sum().item(), (returns * weight).sum().item(), (returns ** 2 * weight).sum().item()]
+    count, total, squares = sum_over_processes(*local) if sum_over_processes is not None else local
+    mean = total / max(count, 1.0)
+    variance = max(squares - count * mean ** 2, 0.0) / max(count - 1.0, 1.0)
+    return masked_whiten(returns, mask, moments=(mean, variance))
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:

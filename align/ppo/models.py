@@ -1,4 +1,5 @@
-"""The four models of PPO: policy, reference, critic, reward model.
+"""The four models of PPO: policy, reference, critic, reward model (three with a critic-free estimator:
+`advantage=grpo|rloo|reinforce++` loads no critic).
 
 Trained weights (the policy and the critic, or their LoRA adapters) are fp32; frozen ones (the
 reference, the reward model, LoRA bases) load in bf16 when the run computes in bf16. With LoRA the
@@ -23,10 +24,12 @@ class Models:
     policy: torch.nn.Module
     reference: torch.nn.Module | None
     """None with LoRA: the policy with adapters disabled is the reference."""
-    critic: ValueModel
+    critic: ValueModel | None
+    """None with a critic-free advantage estimator."""
     tokenizer: object
     reward_model: object | None = None
     critic_source: str = "policy"
+    """`policy`, `reward_model`, or `none` (critic-free)."""
 
 
 def _tokenizers_match(a, b) -> bool:
@@ -75,22 +78,26 @@ def load_models(config, trainer) -> Models:
         reward_model = reward_model.to(device)
     shares_tokenizer = reward_model is not None and _tokenizers_match(getattr(reward_model, "tokenizer", None),
                                                                       tokenizer)
-    if config.critic_model == "reward_model" and not shares_tokenizer:
+    if config.critic_free:
+        critic, source = None, "none"
+    elif config.critic_model == "reward_model" and not shares_tokenizer:
         raise ConfigError("critic_model: the reward model does not share the policy's tokenizer, so it cannot "
                           "read the policy's tokens; use critic_model=policy (or auto)")
-    if config.critic_model != "policy" and shares_tokenizer:
+    elif config.critic_model != "policy" and shares_tokenizer:
         classifier = RewardModel.from_pretrained(config.reward_model, dtype=trained_dtype).model  # trained copy
         critic, source = ValueModel.from_sequence_classifier(classifier, head_index), "reward_model"
     else:
         critic, source = ValueModel.from_causal_lm(load_causal_lm(config.model, dtype=trained_dtype)), "policy"
-    if lora:
+    if lora and critic is not None:
         critic.backbone = add_lora(critic.backbone, config.lora, task_type="FEATURE_EXTRACTION")
-    for model in (policy, critic):
+    trained = [policy] + ([critic] if critic is not None else [])
+    for model in trained:
         disable_dropout(model)
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         model.train()
-    return Models(policy=policy.to(device), reference=reference, critic=critic.to(device), tokenizer=tokenizer,
+    return Models(policy=policy.to(device), reference=reference,
+                  critic=critic.to(device) if critic is not None else None, tokenizer=tokenizer,
                   reward_model=reward_model, critic_source=source)
 
 

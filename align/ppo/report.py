@@ -9,9 +9,12 @@ from align.training.rundir import RunDir
 
 CURVES = {
     "reward.png": ("reward and KL", ["reward", "reward_normalized", "kl", "kl_coef"]),
-    "policy.png": ("policy", ["policy_loss", "policy_clipfrac", "approx_kl", "entropy", "response_length"]),
+    "policy.png": ("policy", ["policy_loss", "kl_loss", "advantage_abs", "policy_clipfrac", "approx_kl", "entropy",
+                              "response_length"]),
     "critic.png": ("critic", ["value_loss", "value_clipfrac", "explained_variance", "values"]),
+    "time.png": ("seconds per step", ["step_seconds", "generation_seconds", "scoring_seconds"]),
 }
+"""A figure whose keys were never logged (the critic's, in a critic-free run) is left out."""
 
 
 def write_ppo_report(run: RunDir, summary: dict[str, Any]) -> Path:
@@ -21,7 +24,9 @@ def write_ppo_report(run: RunDir, summary: dict[str, Any]) -> Path:
         sections.append(("Stopped early", f"**{summary.get('stop_reason')}**", None))
     part_keys = sorted({k for r in metrics for k in r if k.startswith("reward_") and k != "reward_normalized"})
     for file_name, (title, keys) in CURVES.items():
-        sections.append((title.capitalize(), "", plot_curves(metrics, keys, run.path / file_name, title)))
+        figure = plot_curves(metrics, keys, run.path / file_name, title)
+        if figure is not None:
+            sections.append((title.capitalize(), "", figure))
     if part_keys:
         sections.append(("Reward parts", "", plot_curves(metrics, part_keys[:6], run.path / "reward_parts.png",
                                                          "reward parts")))
@@ -33,7 +38,9 @@ def write_ppo_report(run: RunDir, summary: dict[str, Any]) -> Path:
             rows.append(f"| `{key}` | {_fmt(value)} | {_fmt(after.get(key))} |")
         sections.append(("Held-out prompts, greedy", "\n".join(rows), None))
     sections.append(("Summary", summary_table(summary), None))
-    return write_report(run, "PPO-max run", sections)
+    advantage = summary.get("advantage", "gae")
+    title = "PPO-max run" if advantage == "gae" else f"Critic-free PPO run ({advantage} advantages)"
+    return write_report(run, title, sections)
 
 
 def _fmt(value: Any) -> str:

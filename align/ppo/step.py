@@ -1,16 +1,21 @@
 """One PPO-max step (Zheng et al. 2023), as `ppo_step` reads top to bottom:
-  1. rollout     sample completions for this process's prompts (KV cache, no gradients);
+  1. rollout     sample `samples_per_prompt` completions per prompt for this process's prompts, in one batched
+                 call (KV cache, no gradients); a prompt's completions are consecutive rows (its group), and a
+                 process samples every completion of its own prompts, so no group spans processes;
   2. score       reward model and/or domain reward -> one score per sample; a sample without a reward
                  stays in the batch with weight 0 (counted, never a penalty), so every process keeps the
                  same rows and takes the same optimizer steps;
-  3. evaluate    old log-probs (+ entropy), reference log-probs and old values, without gradients;
-  4. advantages  normalise+clip scores (running moments over every process), subtract the token-level
-                 KL penalty, GAE;
+  3. evaluate    old log-probs (+ entropy), reference log-probs and old values (with a critic), without
+                 gradients;
+  4. advantages  normalise+clip scores (running moments over every process), the KL penalty in the reward
+                 (`kl_penalty`), then the estimator (`advantage=`): GAE on the critic's values, or critic-free
+                 GRPO / RLOO over each prompt's group (a dropped member is left out of its group's statistics),
+                 or REINFORCE++ normalised over every process's tokens;
   5. update      `ppo_epochs` passes over minibatches (the last one may be smaller; no row is dropped):
-                 clipped value loss -> critic step, clipped policy loss on advantages whitened over the
-                 minibatch's tokens on every process (+ PPO-ptx) -> policy step. Losses are means over the
-                 minibatch's tokens on every process, so N processes with batch B/N take the steps of one
-                 process with batch B.
+                 clipped value loss -> critic step (with a critic), clipped policy loss (GAE: on advantages
+                 whitened over the minibatch's tokens on every process; + the KL loss, + PPO-ptx) -> policy
+                 step. Losses are means over the minibatch's tokens on every process, so N processes with
+                 batch B/N take the steps of one process with batch B.
 The pure pieces live in `align.ppo.losses`, tensors and rewards in `align.ppo.rollout`.
 """
 from __future__ import annotations
@@ -48,6 +53,24 @@ class PPOState(TrainState):
     dropped: dict = dataclasses.field(default_factory=dict)
     generated_tokens: int = 0
     generation_seconds: float = 0.0
+    scoring_seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class Experience:
+    """A step's rollout as tensors for the update ([B, T] over response tokens unless said)."""
+
+    batch: Batch
+    mask: torch.Tensor
+    """Response tokens of scored samples (dropped samples: all 0)."""
+    loss_mask: torch.Tensor
+    """`mask` restricted by FGO token masks: the tokens the policy loss sees."""
+    old_logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor
+    old_values: torch.Tensor | None
+    advantages: torch.Tensor
+    returns: torch.Tensor | None
+    """The critic's targets (None without a critic)."""
 
 
 class PPOStopped(RuntimeError):
@@ -55,23 +78,41 @@ class PPOStopped(RuntimeError):
 
 
 def rollout(models: Models, config: Config, prompts: list[Prompt]):
-    """Step 1: sample one completion per prompt (stop strings: `config.stop` plus each prompt's `meta['stop']`)."""
+    """Step 1: `samples_per_prompt` completions per prompt, a prompt's consecutive (stop strings: `config.stop`
+    plus each prompt's `meta['stop']`)."""
     texts = [prompt_text(models.tokenizer, p, config.prompt_format) for p in prompts]
     return generate(models.policy, models.tokenizer, texts, max_new_tokens=config.max_new_tokens,
                     temperature=config.temperature, top_p=config.top_p, stop=config.stop,
                     batch_size=config.generation_batch_size, max_prompt_length=config.max_prompt_length,
+                    num_return_sequences=config.samples_per_prompt,
                     prompt_stops=[list(p.meta.get("stop") or []) for p in prompts])
 
 
 @torch.no_grad()
 def evaluate_experience(models: Models, policy, critic, batch: Batch, trainer: Trainer):
-    """Step 3: old log-probs and entropy (policy), reference log-probs, old values."""
+    """Step 3: old log-probs and entropy (policy), reference log-probs, old values (None without a critic)."""
     with trainer.autocast():
         old_logprobs, entropy = response_logprobs(policy, batch, with_entropy=True)
         with reference_mode(models) as reference:
             ref_logprobs = response_logprobs(reference, batch)
-        old_values = response_values(critic, batch)
+        old_values = response_values(critic, batch) if critic is not None else None
     return old_logprobs, entropy, ref_logprobs, old_values
+
+
+def estimate_advantages(config: Config, trainer: Trainer, score: torch.Tensor, kept: torch.Tensor, kl: torch.Tensor,
+                        kl_coef: float, old_values: torch.Tensor | None, mask: torch.Tensor):
+    """Step 4's estimator (`advantage=`) on scores [B] (0 where dropped) and the per-token KL [B, T]: returns
+    (advantages [B, T], the critic's returns [B, T] or None). With `kl_penalty` in the loss the reward carries
+    no KL term."""
+    beta = 0.0 if config.kl_in_loss else kl_coef
+    if config.advantage == "gae":
+        return L.gae(L.token_rewards(score, kl, beta, mask), old_values, mask, config.gamma, config.lam)
+    if config.advantage == "reinforce++":
+        return L.reinforce_pp_advantages(L.token_rewards(score, kl, beta, mask), mask, config.gamma,
+                                         trainer.sum_over_processes), None
+    estimator = L.grpo_advantages if config.advantage == "grpo" else L.rloo_advantages
+    per_sample = estimator(score - beta * kl.sum(dim=1), kept, config.samples_per_prompt)  # sequence-level KL
+    return per_sample.unsqueeze(1) * mask, None
 
 
 def ppo_step(models: Models, policy, critic, trainer: Trainer, config: Config, state: PPOState,
@@ -85,15 +126,19 @@ def ppo_step(models: Models, policy, critic, trainer: Trainer, config: Config, s
     generated_tokens = sum(len(g.completion_ids) for g in generations)
     state.generation_seconds += generation_seconds
     state.generated_tokens += int(trainer.sum_over_processes(generated_tokens)[0])
+    sample_prompts = [prompts[g.prompt_index] for g in generations]
 
     # 2. score
-    scores = rewards(prompts, generations, models.tokenizer)
+    started = time.perf_counter()
+    scores = rewards(sample_prompts, generations, models.tokenizer)
+    scoring_seconds = time.perf_counter() - started
+    state.scoring_seconds += scoring_seconds
     kept = torch.isfinite(scores.total)
     for counts in trainer.gather_objects([dict(scores.dropped)]):
         for reason, count in counts.items():
             state.dropped[reason] = state.dropped.get(reason, 0) + count
     if curriculum is not None and scores.outputs:
-        everything = trainer.gather_objects(list(zip(prompts, scores.outputs)))
+        everything = trainer.gather_objects(list(zip(sample_prompts, scores.outputs)))
         curriculum.observe([p for p, _ in everything], [o for _, o in everything])
     all_scores = trainer.gather(scores.total.to(device=device, dtype=torch.float32))  # NaN where dropped
     all_kept = torch.isfinite(all_scores)
@@ -101,6 +146,7 @@ def ppo_step(models: Models, policy, critic, trainer: Trainer, config: Config, s
     stats = {"reward": float(all_scores[all_kept].mean()) if all_kept.any() else float("nan"),
              **mean_parts(scores.parts, keep), "dropped": int((~all_kept).sum()),
              "response_length": generated_tokens / len(generations), "generation_seconds": generation_seconds,
+             "scoring_seconds": scoring_seconds,
              **(curriculum.log() if curriculum is not None else {})}
     state.samples += int(all_kept.sum())
     if not all_kept.any():
@@ -121,36 +167,41 @@ def ppo_step(models: Models, policy, critic, trainer: Trainer, config: Config, s
         score = L.normalize_rewards(score, moments.mean, moments.std, config.reward_clip)
     score = score * weight.squeeze(1)
     kl = L.kl_estimate(old_logprobs, ref_logprobs, config.kl_estimator) * mask
-    token_rewards = L.token_rewards(score, kl, kl_control.value, mask)
-    advantages, returns = L.gae(token_rewards, old_values, mask, config.gamma, config.lam)
+    advantages, returns = estimate_advantages(config, trainer, score, kept.to(device), kl, kl_control.value,
+                                              old_values, mask)
     sequence_kl = trainer.gather(kl.sum(dim=1))[all_kept]
     mean_kl = sequence_kl.mean().item()
     # means over every process's samples and tokens (one all-reduce), as one process would log them
-    score_sum, samples, tokens, kl_sum, entropy_sum, value_sum, return_sum, trained_tokens = trainer.sum_over_processes(
-        score.sum().item(), kept.sum().item(), mask.sum().item(), kl.sum().item(), (entropy * mask).sum().item(),
-        (old_values * mask).sum().item(), (returns * mask).sum().item(), loss_mask.sum().item())
+    critic_sums = ((old_values * mask).sum().item(), (returns * mask).sum().item()) if returns is not None else (0, 0)
+    score_sum, samples, tokens, kl_sum, entropy_sum, advantage_sum, trained_tokens, value_sum, return_sum = (
+        trainer.sum_over_processes(score.sum().item(), kept.sum().item(), mask.sum().item(), kl.sum().item(),
+                                   (entropy * mask).sum().item(), (advantages.abs() * mask).sum().item(),
+                                   loss_mask.sum().item(), *critic_sums))
     stats.update(kl=mean_kl, kl_per_token=kl_sum / max(tokens, 1), kl_coef=kl_control.value,
                  entropy=entropy_sum / max(tokens, 1), reward_normalized=score_sum / max(samples, 1),
-                 values=value_sum / max(tokens, 1), returns=return_sum / max(tokens, 1),
-                 explained_variance=L.explained_variance(old_values, returns, mask),
-                 fgo_token_share=trained_tokens / max(tokens, 1))
+                 advantage_abs=advantage_sum / max(tokens, 1), fgo_token_share=trained_tokens / max(tokens, 1))
+    if returns is not None:
+        stats.update(values=value_sum / max(tokens, 1), returns=return_sum / max(tokens, 1),
+                     explained_variance=L.explained_variance(old_values, returns, mask))
     if not math.isfinite(mean_kl) or (config.kl_ceiling and mean_kl > config.kl_ceiling):
         raise PPOStopped(f"KL to the reference is {mean_kl:.3g} nats per sequence (ceiling kl_ceiling="
                          f"{config.kl_ceiling}); lower learning_rate or raise kl_coef")
 
     # 5. update
     update_policy = state.step >= config.critic_warmup_steps
-    stats.update(update(policy, critic, trainer, config, batch, mask, loss_mask, old_logprobs, old_values,
-                        advantages, returns, update_policy, ptx_texts, state, models))
+    experience = Experience(batch, mask, loss_mask, old_logprobs, ref_logprobs, old_values, advantages, returns)
+    stats.update(update(policy, critic, trainer, config, experience, kl_control.value, update_policy, ptx_texts,
+                        state, models))
     kl_control.update(mean_kl, len(sequence_kl))
     return stats
 
 
-def update(policy, critic, trainer: Trainer, config: Config, batch: Batch, mask, loss_mask, old_logprobs,
-           old_values, advantages, returns, update_policy: bool, ptx_texts, state: PPOState, models) -> dict:
+def update(policy, critic, trainer: Trainer, config: Config, experience: Experience, kl_coef: float,
+           update_policy: bool, ptx_texts, state: PPOState, models) -> dict:
     """Step 5: `ppo_epochs` passes over shuffled minibatches of `batch_size × grad_accum` rows; each minibatch
-    is one critic step and (after the critic warm-up) one policy step, accumulated over micro-batches of
-    `batch_size` rows."""
+    is one critic step (with a critic) and (after the critic warm-up) one policy step, accumulated over
+    micro-batches of `batch_size` rows."""
+    batch, mask, loss_mask, advantages = experience.batch, experience.mask, experience.loss_mask, experience.advantages
     rows = batch.input_ids.shape[0]
     minibatch = config.batch_size * config.grad_accum
     logs: dict[str, list[float]] = {}
@@ -159,36 +210,42 @@ def update(policy, critic, trainer: Trainer, config: Config, batch: Batch, mask,
         for start in range(0, rows, minibatch):
             index = order[start:start + minibatch]
             micro_batches = [index[i:i + config.batch_size] for i in range(0, len(index), config.batch_size)]
-            # critic: clipped value loss, a mean over the minibatch's tokens on every process
-            value_tokens = trainer.sum_over_processes(mask[index].sum().item())[0]
-            for micro in trainer.accumulate(critic, micro_batches):
-                with trainer.autocast():
-                    values = response_values(critic, batch.select(micro))
-                value_loss, value_stats = L.value_loss(values, old_values[micro], returns[micro], mask[micro],
-                                                       config.value_clip_range or None, num_tokens=value_tokens)
-                _check_finite(value_loss, "value loss")
-                trainer.backward(value_loss)
-                _append(logs, value_loss=value_loss.item() * value_tokens / max(mask[micro].sum().item(), 1),
-                        **value_stats)
-            _append(logs, critic_grad_norm=trainer.optimizer_step("critic"))
+            if critic is not None:  # clipped value loss, a mean over the minibatch's tokens on every process
+                value_tokens = trainer.sum_over_processes(mask[index].sum().item())[0]
+                for micro in trainer.accumulate(critic, micro_batches):
+                    with trainer.autocast():
+                        values = response_values(critic, batch.select(micro))
+                    value_loss, value_stats = L.value_loss(values, experience.old_values[micro],
+                                                           experience.returns[micro], mask[micro],
+                                                           config.value_clip_range or None, num_tokens=value_tokens)
+                    _check_finite(value_loss, "value loss")
+                    trainer.backward(value_loss)
+                    _append(logs, value_loss=value_loss.item() * value_tokens / max(mask[micro].sum().item(), 1),
+                            **value_stats)
+                _append(logs, critic_grad_norm=trainer.optimizer_step("critic"))
             if not update_policy:
                 continue
-            # policy: clipped surrogate on advantages whitened over the minibatch's tokens on every process
-            tokens, total, squares = trainer.sum_over_processes(
+            # policy: clipped surrogate (GAE: on advantages whitened over the minibatch's tokens on every process)
+            tokens, total, squares, kl_tokens = trainer.sum_over_processes(
                 loss_mask[index].sum().item(), (advantages[index] * loss_mask[index]).sum().item(),
-                (advantages[index] ** 2 * loss_mask[index]).sum().item())
+                (advantages[index] ** 2 * loss_mask[index]).sum().item(), mask[index].sum().item())
             whitened = advantages.clone()
-            if config.whiten_advantages:
+            if config.whiten_advantages and not config.critic_free:
                 mean = total / max(tokens, 1.0)
                 variance = (squares - tokens * mean ** 2) / max(tokens - 1.0, 1.0)
                 whitened[index] = L.masked_whiten(advantages[index], loss_mask[index], moments=(mean, variance))
             for position, micro in enumerate(trainer.accumulate(policy, micro_batches)):
                 with trainer.autocast():
                     logprobs = response_logprobs(policy, batch.select(micro))
-                policy_loss, policy_stats = L.policy_loss(logprobs, old_logprobs[micro], whitened[micro],
+                policy_loss, policy_stats = L.policy_loss(logprobs, experience.old_logprobs[micro], whitened[micro],
                                                           loss_mask[micro], config.clip_range, num_tokens=tokens)
                 _check_finite(policy_loss, "policy loss")
                 loss = policy_loss
+                if config.kl_in_loss:  # k3 estimate of KL(pi || pi_ref) on every response token (GRPO)
+                    kl_loss = L.token_mean(L.kl_estimate(logprobs, experience.ref_logprobs[micro], "k3"), mask[micro],
+                                           kl_tokens)
+                    loss = loss + kl_coef * kl_loss
+                    _append(logs, kl_loss=kl_loss.item() * kl_tokens / max(mask[micro].sum().item(), 1))
                 if config.ptx_coef > 0 and position == len(micro_batches) - 1:
                     ptx_loss = pretraining_loss(policy, models.tokenizer, ptx_texts, state, config, trainer)
                     _check_finite(ptx_loss, "pretraining loss")

@@ -35,7 +35,7 @@ def greedy_eval(models: Models, config: Config, rewards: RewardSources, prompts:
     before/after comparisons."""
     if not prompts:
         return {}
-    greedy = dataclasses.replace(config, temperature=0.0)
+    greedy = dataclasses.replace(config, temperature=0.0, samples_per_prompt=1)
 
     def evaluate_share(share: list[Prompt]) -> list[dict]:
         generations = rollout(models, greedy, share)
@@ -84,10 +84,12 @@ def train_ppo(config: Config, prompts: list[Prompt] | None = None, reward_fn: Re
     ptx_texts = ptx_texts_from(config)
 
     total_steps = trainer.total_steps(len(prompts), config.rollout_batch_size * trainer.world_size)
-    minibatches = math.ceil(config.rollout_batch_size / (config.batch_size * config.grad_accum))
+    minibatches = math.ceil(config.rollout_samples / (config.batch_size * config.grad_accum))
     total_updates = total_steps * config.ppo_epochs * minibatches
     policy = trainer.prepare("policy", models.policy, total_updates, tokenizer=models.tokenizer)
-    critic = trainer.prepare("critic", models.critic, total_updates, learning_rate=config.critic_learning_rate)
+    critic = None  # critic-free estimators: nothing to prepare or checkpoint
+    if models.critic is not None:
+        critic = trainer.prepare("critic", models.critic, total_updates, learning_rate=config.critic_learning_rate)
     moments = L.RunningMoments()
     kl_control = L.AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
     curriculum = domain if isinstance(domain, Curriculum) else None
@@ -96,7 +98,9 @@ def train_ppo(config: Config, prompts: list[Prompt] | None = None, reward_fn: Re
     state = trainer.resume(PPOState())
     run = trainer.run
 
-    summary: dict = {"critic_init": models.critic_source, "train_prompts": len(prompts), **data_counts}
+    summary: dict = {"advantage": config.advantage, "samples_per_prompt": config.samples_per_prompt,
+                     "kl_penalty": "loss" if config.kl_in_loss else "reward", "critic_init": models.critic_source,
+                     "train_prompts": len(prompts), **data_counts}
     if held_out and trainer.resumed_from is None:
         before = greedy_eval(models, config, rewards, held_out, trainer, run.path / "eval_before.jsonl")
         summary.update({f"eval_before_{k}": v for k, v in before.items()})
@@ -144,6 +148,8 @@ def train_ppo(config: Config, prompts: list[Prompt] | None = None, reward_fn: Re
         "steps_per_second": state.step / max(state.train_seconds, 1e-9),
         "generated_tokens": state.generated_tokens,
         "generated_tokens_per_second": state.generated_tokens / max(state.generation_seconds, 1e-9),
+        "generation_share": state.generation_seconds / max(state.train_seconds, 1e-9),
+        "scoring_share": state.scoring_seconds / max(state.train_seconds, 1e-9),
         "stopped_early": stop_reason is not None, "stop_reason": stop_reason,
         "model_dir": str(run.path / "model") if stop_reason is None else None,
     })
