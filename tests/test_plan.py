@@ -130,6 +130,18 @@ def test_lora_ppo_fits_one_80gb_gpu(config, llama7b):
     assert "reference" not in {m.role for m in result.models}  # LoRA: the policy without adapters
 
 
+def test_a_critic_free_estimator_plans_no_critic(llama7b):
+    with_critic = plan("configs/code/ppo_llama7b_lora.yaml", llama7b, None, "rollout_batch_size=8")
+    grpo = plan("configs/code/ppo_llama7b_lora.yaml", llama7b, None, "rollout_batch_size=8", "advantage=grpo",
+                "samples_per_prompt=4", "critic_warmup_steps=0")
+    assert "critic" in {m.role for m in with_critic.models}
+    assert "critic" not in {m.role for m in grpo.models} and "policy" in {m.role for m in grpo.models}
+    assert grpo.persistent < with_critic.persistent  # the critic's weights, adapters and optimizer are gone
+    # the experience phase holds every completion: 8 prompts x 4
+    assert any(p.name.startswith("experience (32 rollouts") for p in grpo.phases)
+    assert any(p.name.startswith("experience (8 rollouts") for p in with_critic.phases)
+
+
 @pytest.mark.parametrize("config", ["configs/hh/rm_llama7b.yaml", "configs/translation/rm_llama7b.yaml"])
 @pytest.mark.parametrize("accelerate", ["deepspeed_zero2_8gpu.yaml", "deepspeed_zero3_8gpu.yaml", "fsdp_8gpu.yaml"])
 def test_full_7b_reward_model_fits_8_gpus_sharded(config, accelerate, llama7b):

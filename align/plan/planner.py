@@ -252,17 +252,19 @@ def plan_ppo(config, run: Run) -> tuple[list, list]:
         domain_rm = frozen("translation reward model",
                            shape_of(domain_rm_name, "domain_options.reward_model", "sequence_classification", run))
         models.append(domain_rm)
-    from_rm = config.critic_model == "reward_model" or (config.critic_model == "auto" and rm is not None)
-    critic_name, critic_key = (config.reward_model, "reward_model") if from_rm else (config.model, "model")
-    backbone = shape_of(critic_name, critic_key, "backbone", run)
-    head = backbone.hidden + 1
-    source = "the reward model's backbone" if from_rm else "the policy's backbone"
-    critic = (lora("critic", backbone, options, added=head, note=f"{source} + value head") if options.enabled
-              else full("critic", backbone, added=head, note=f"{source} + value head"))
-    models.insert(1, critic)
+    critic = None  # a critic-free estimator (advantage=grpo|rloo|reinforce++) loads no critic
+    if not config.critic_free:
+        from_rm = config.critic_model == "reward_model" or (config.critic_model == "auto" and rm is not None)
+        critic_name, critic_key = (config.reward_model, "reward_model") if from_rm else (config.model, "model")
+        backbone = shape_of(critic_name, critic_key, "backbone", run)
+        head = backbone.hidden + 1
+        source = "the reward model's backbone" if from_rm else "the policy's backbone"
+        critic = (lora("critic", backbone, options, added=head, note=f"{source} + value head") if options.enabled
+                  else full("critic", backbone, added=head, note=f"{source} + value head"))
+        models.insert(1, critic)
 
     prompt, new = config.max_prompt_length, config.max_new_tokens
-    length, rollouts = prompt + new, config.rollout_batch_size
+    length, rollouts = prompt + new, config.rollout_samples
     kv_dtype = 4 if not run.bf16 or (policy.training == "full" and run.strategy.kind != "fsdp") else 2
     generation = Phase(f"generation ({config.generation_batch_size} prompts, KV cache)", [
         (f"KV cache, {config.generation_batch_size} × {length} tokens ({'bf16' if kv_dtype == 2 else 'fp32'})",
@@ -274,17 +276,19 @@ def plan_ppo(config, run: Run) -> tuple[list, list]:
     scoring = [pass_items(rm, run, config.reward_batch_size, config.reward_max_length)] if rm else []
     if domain_rm:
         scoring.append(pass_items(domain_rm, run, domain_batch, domain_length))
+    critic_items = [pass_items(critic, run, rollouts, length)] if critic else []
     experience = largest(pass_items(policy, run, rollouts, length, rollouts * (new + 1), fp32_buffers=3),
-                         pass_items(critic, run, rollouts, length))
+                         *critic_items)
     micro = config.batch_size
-    update = largest(train_items(critic, run, micro, length),
+    update = largest(*([train_items(critic, run, micro, length)] if critic else []),
                      train_items(policy, run, micro, length, micro * (new + 1)),
                      *([train_items(policy, run, config.ptx_batch_size, config.max_length,
                                     config.ptx_batch_size * config.max_length)] if config.ptx_coef > 0 else []))
     phases = [generation]
     if scoring:
         phases.append(Phase("scoring (reward model, no grad)", largest(*scoring)))
-    phases += [Phase(f"experience ({rollouts} rollouts: log-probs, entropy, values; no grad)", experience),
+    passes = "log-probs, entropy, values" if critic else "log-probs, entropy"
+    phases += [Phase(f"experience ({rollouts} rollouts: {passes}; no grad)", experience),
                Phase(f"update ({micro} × {length}-token micro-batches)", update)]
     return models, phases
 
