@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import os
 import types
 import typing
@@ -52,6 +53,13 @@ def check_path(key: str, value: str | None) -> None:
         raise ConfigError(f"{key}: file not found: {value}")
 
 
+def check_tracker(report_to: str) -> None:
+    """Fail before any work when the `report_to` tracker's package is missing (not at the first logged step)."""
+    if report_to != "none" and importlib.util.find_spec(report_to) is None:
+        raise ConfigError(f"report_to: {report_to} is not installed in this environment; pip install {report_to}, "
+                          "or report_to=none")
+
+
 @dataclass
 class TrainConfig:
     """Keys every training command accepts."""
@@ -88,6 +96,11 @@ class TrainConfig:
     strict: bool = doc("Fail on the first bad data row (naming file, line and field) instead of skipping it.", False)
     max_examples: int = doc("Use at most this many training examples (-1: all).", -1)
     progress: bool = doc("Show a progress bar.", True)
+    report_to: Literal["none", "tensorboard", "wandb", "mlflow"] = doc(
+        "Experiment tracker that also receives every logged step (accelerate's trackers; main process only): "
+        "`tensorboard` writes event files under `output_dir/tensorboard/`; `wandb` and `mlflow` log the run, named "
+        "after `output_dir`, to project / experiment `align` as their environment variables configure. `none`: "
+        "metrics.jsonl only. The package must be installed (`tensorboard` is in the `dev` extra).", "none")
 
     def validate(self) -> None:
         positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum,
@@ -108,6 +121,7 @@ class TrainConfig:
                 raise ConfigError(f"{key}: expected a non-negative number, got {getattr(self, key)!r}")
         check_path("data", self.data)
         check_path("eval_data", self.eval_data)
+        check_tracker(self.report_to)
 
 
 # --------------------------------------------------------------------------- parsing

@@ -20,7 +20,9 @@ gradient of one process with batch B, whatever the micro-batch sizes.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -30,9 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.tracking import filter_trackers
 from accelerate.utils import DistributedType, gather_object
 from transformers import get_scheduler
 
+from align.config import check_tracker
 from align.training.lora import load_trained_weights
 from align.training.precision import (
     check_grad_accum,
@@ -91,6 +95,45 @@ def load_weights(model: torch.nn.Module, directory: Path) -> None:
         load_trained_weights(model, directory)
 
 
+_TRACKING: list = []
+"""The accelerator of the last run this process started with a tracker. A process may hold several runs in turn
+(`align demo`, the members of `align strength`): a run's trackers are finished when the next run starts or the
+process exits, and an earlier run then logs to metrics.jsonl alone. (accelerate's `end_training` would also
+destroy the process group, which the later runs of a multi-process launch still need.)"""
+
+
+def _finish_open_trackers() -> None:
+    while _TRACKING:
+        accelerator = _TRACKING.pop()
+        for tracker in accelerator.trackers:
+            tracker.finish()
+        accelerator.trackers.clear()
+
+
+atexit.register(_finish_open_trackers)
+
+
+def start_trackers(accelerator, config, run_dir: Path) -> None:
+    """`report_to`: accelerate's tracker (`log_with`, `init_trackers`) beside metrics.jsonl, started on the main
+    process only, with the resolved config as its hyperparameters. TensorBoard writes to `run_dir/tensorboard/`;
+    wandb and mlflow name the run after `run_dir` in the project / experiment `align`."""
+    _finish_open_trackers()
+    report_to = getattr(config, "report_to", "none")
+    if report_to == "none":
+        return
+    check_tracker(report_to)  # a config built in Python skipped validate()
+    accelerator.project_configuration.logging_dir = str(run_dir)
+    accelerator.log_with = filter_trackers([report_to], accelerator.logging_dir)
+    flat: dict[str, Any] = {}
+    for key, value in dataclasses.asdict(config).items():
+        for name, item in (value.items() if isinstance(value, dict) else [(None, value)]):
+            flat[f"{key}.{name}" if name else key] = item if isinstance(item, (int, float, str, bool)) else str(item)
+    accelerator.init_trackers("tensorboard" if report_to == "tensorboard" else "align", config=flat,
+                              init_kwargs={"wandb": {"name": run_dir.name, "dir": str(run_dir)},
+                                           "mlflow": {"run_name": run_dir.name}})
+    _TRACKING.append(accelerator)
+
+
 class Trainer:
     """See the module docstring."""
 
@@ -106,6 +149,7 @@ class Trainer:
         self.resumed_from: Path | None = None
         self.accelerator.register_save_state_pre_hook(self._save_models)
         self.accelerator.register_load_state_pre_hook(self._load_models)
+        start_trackers(self.accelerator, config, self.run.path)
 
     # ------------------------------------------------------------------ processes and precision
     @property
@@ -249,8 +293,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ run directory
     def log(self, step: int, **metrics: Any) -> None:
+        """One line of metrics.jsonl, and the same numbers to the `report_to` tracker (main process only)."""
         if self.is_main:
             self.run.log(step, **metrics)
+            if self.accelerator.trackers:
+                self.accelerator.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
 
     def resume(self, state: TrainState) -> TrainState:
         """With `resume=true` and a checkpoint in the run directory: restore the parts, the stateful objects,
