@@ -1,23 +1,28 @@
-"""`align demo`: the embedded default, end to end, offline on a CPU.
+"""`align demo`: the embedded default, end to end, offline on a CPU, each stage showing its method working.
 
-Stages, each writing its own run directory under `output_dir`:
-- `rm`: a MiniLM reward model on hh-rlhf harmless-base pairs (left truncation, counted skips);
-- every stage an installed domain offers (`align.types.HasDemo`): `translation` (a multi-head RM on MQM
-  pairs, metrics, guards, robustness), `code` (SmolLM2 on easy and HumanEval CCCS tasks, sandboxed
-  compiler-feedback rewards, pass@1) and `ppo` (PPO-max on SmolLM2 with the code reward, pass@1 on
-  held-out tasks before and after), from the code domain.
-A stage that cannot run here (its data is missing) is reported as skipped with the reason.
+Stages, each writing its own run directory under `output_dir` and ending with a one-line verdict and the plot to
+look at first:
+- `rm` and `strength` (`align.rm.demo`): a MiniLM reward model on hh-rlhf pairs; preference strength finding
+  known flips in controlled pairs, and what cleaning them does;
+- every stage an installed domain offers (`align.types.HasDemo`): `translation` (a reward model that reads
+  Chinese, metrics, guards, a policy that translates), `code` (SmolLM2 on code tasks with the sandboxed
+  compiler-feedback reward) and `ppo` (the policy trained on that reward, pass@1 on held-out tasks before and
+  after with an exact paired test), from the translation and code domains.
+A stage that cannot run here (its data is missing) is reported as skipped with the reason. The overview
+(`overview.md` with a table of stages, verdicts, times and links; `overview.json`) is rewritten after every
+stage, so a stopped demo keeps what it showed.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from align.config import doc, load_config
+from align.config import doc
 from align.registry import available_domains, get_domain
-from align.rm import train as rm
+from align.rm.demo import rm_stage, strength_stage
 from align.types import HasDemo
 
 
@@ -26,30 +31,25 @@ class Config:
     """`align demo`."""
 
     output_dir: str = doc("Directory for every stage's run directory and the overview.", "runs/demo")
-    stages: list[str] = doc("Stages to run, in order: `rm` and any domain names that offer a demo.",
-                            ["rm", "translation", "code", "ppo"])
-    rm_pairs: int = doc("hh pairs for the reward-model stage (the rest are held out).", 600)
-    rm_max_length: int = doc("Token budget per sequence in the reward-model stage.", 192)
+    stages: list[str] = doc("Stages to run, in order: `rm`, `strength` and any stage a domain offers.",
+                            ["rm", "strength", "translation", "code", "ppo"])
     seed: int = doc("Random seed of every stage.", 0)
 
 
-def rm_stage(config: Config, output_dir: Path) -> dict:
-    """A MiniLM reward model on hh-rlhf pairs: train, evaluate on held-out pairs, report."""
-    rm_config = load_config(rm.Config, None, [
-        "model=minilm", "domain=hh", f"output_dir={output_dir}", f"max_examples={config.rm_pairs}",
-        f"max_length={config.rm_max_length}", "batch_size=8", "epochs=1", "learning_rate=3e-5",
-        "save_steps=50", "log_steps=5", f"seed={config.seed}"])
-    return rm.run(rm_config)
+CORE_STAGES = {"rm": rm_stage, "strength": strength_stage}
 
 
 def domain_stage(stage: str):
     """The demo stage called `stage` of the installed domain that offers it."""
+    offered = []
     for name in available_domains():
         domain = get_domain(name)
-        if isinstance(domain, HasDemo) and stage in domain.demo_stages():
-            return domain.demo_stages()[stage]
-    offered = [s for n in available_domains() if isinstance(d := get_domain(n), HasDemo) for s in d.demo_stages()]
-    raise LookupError(f"unknown stage {stage!r}; known: rm, {', '.join(offered) or 'no domain stages'}")
+        if isinstance(domain, HasDemo):
+            stages = domain.demo_stages()
+            if stage in stages:
+                return stages[stage]
+            offered += list(stages)
+    raise LookupError(f"unknown stage {stage!r}; known: {', '.join([*CORE_STAGES, *offered])}")
 
 
 def _stage_report(summary: dict, stage_dir: Path) -> str:
@@ -57,6 +57,24 @@ def _stage_report(summary: dict, stage_dir: Path) -> str:
     candidates = [summary.get("report"), summary.get("ppo_report"), stage_dir / "report.md",
                   *sorted(stage_dir.glob("*demo.json"))]
     return next((str(c) for c in candidates if c and Path(c).exists()), str(stage_dir))
+
+
+def write_overview(root: Path, overview: dict[str, dict]) -> Path:
+    """overview.json and overview.md: one row per stage (status, verdict, seconds, report and plot links)."""
+    (root / "overview.json").write_text(json.dumps(overview, indent=2) + "\n")
+    lines = ["# align demo", "", "| stage | status | verdict | seconds | report | plot |", "|---|---|---|---|---|---|"]
+    def link(path: str | None) -> str:
+        return f"[{Path(path).name}]({os.path.relpath(path, root)})" if path and Path(path).exists() else ""
+
+    for stage, result in overview.items():
+        verdict = result.get("verdict") or result.get("reason", "")
+        lines.append(f"| {stage} | {result['status']} | {verdict} | {result.get('seconds', '')} | "
+                     f"{link(result.get('report'))} | {link(result.get('plot'))} |")
+    total = sum(r.get("seconds", 0) for r in overview.values())
+    lines += ["", f"Total: {total:.0f} s."]
+    path = root / "overview.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def run(config: Config) -> dict:
@@ -68,18 +86,25 @@ def run(config: Config) -> dict:
         stage_dir = root / stage
         print(f"\n=== align demo: stage {stage} -> {stage_dir}")
         try:
-            summary = rm_stage(config, stage_dir) if stage == "rm" else domain_stage(stage)(stage_dir)
+            if stage in CORE_STAGES:
+                summary = CORE_STAGES[stage](stage_dir, seed=config.seed)
+            else:
+                summary = domain_stage(stage)(stage_dir)
         except (FileNotFoundError, LookupError) as error:
             print(f"align demo: stage {stage} skipped: {error}")
             overview[stage] = {"status": "skipped", "reason": str(error)}
+            write_overview(root, overview)
             continue
         overview[stage] = {"status": "done", "seconds": round(time.perf_counter() - started, 1),
                            "report": _stage_report(summary, stage_dir),
-                           **{k: v for k, v in summary.items() if isinstance(v, (int, float, str))}}
-    (root / "overview.json").write_text(json.dumps(overview, indent=2) + "\n")
+                           **{k: v for k, v in summary.items() if isinstance(v, (int, float, str)) and k != "report"}}
+        print(f"align demo: {stage}: {summary.get('verdict', 'done')}")
+        write_overview(root, overview)
+    path = write_overview(root, overview)
     print("\n=== align demo: done")
     for stage, result in overview.items():
-        where = result.get("report") if result["status"] == "done" else result["reason"]
-        print(f"  {stage:<12} {result['status']:<8} {where}")
-    print(f"overview: {root / 'overview.json'}")
+        print(f"  {stage:<12} {result['status']:<8} {result.get('verdict') or result.get('reason', '')}")
+        if result.get("report"):
+            print(f"  {'':<12} report:  {result['report']}")
+    print(f"overview: {path}")
     return overview

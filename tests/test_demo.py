@@ -28,8 +28,12 @@ def test_stages_run_skip_and_write_the_overview(tmp_path, monkeypatch, capsys):
     assert overview["fake"]["status"] == "done" and overview["fake"]["pass@1"] == 0.5
     assert overview["fake"]["report"] == str(tmp_path / "fake" / "report.md") and "nested" not in overview["fake"]
     assert overview["plain"]["status"] == "skipped" and "unknown stage 'plain'" in overview["plain"]["reason"]
-    assert overview["nope"]["status"] == "skipped" and "known: rm, fake" in overview["nope"]["reason"]
+    assert overview["nope"]["status"] == "skipped" and "known: rm, strength, fake" in overview["nope"]["reason"]
     assert json.loads((tmp_path / "overview.json").read_text()) == overview
+    table = (tmp_path / "overview.md").read_text().splitlines()
+    assert [row.split("|")[1].strip() for row in table if row.startswith("| ") and "---" not in row][1:] == [
+        "fake", "plain", "nope"]  # one row per stage, in order, below the header
+    assert "[report.md](fake/report.md)" in (tmp_path / "overview.md").read_text()
     assert str(tmp_path / "fake" / "report.md") in capsys.readouterr().out
 
 

@@ -31,3 +31,24 @@ def mcnemar_exact(gained: int, lost: int) -> float:
     """Two-sided exact McNemar p-value: under no change, the discordant tasks (passed only after:
     `gained`; only before: `lost`) split as Binomial(gained + lost, 1/2), which is the sign test on them."""
     return sign_test(gained, lost)
+
+
+def roc_auc(labels: list[bool], scores: list[float]) -> float:
+    """Area under the ROC curve: the probability that a random positive scores above a random negative, ties
+    counting half (the Mann-Whitney U statistic over positives x negatives). NaN without both classes."""
+    positives = [s for s, label in zip(scores, labels) if label]
+    negatives = [s for s, label in zip(scores, labels) if not label]
+    if not positives or not negatives:
+        return float("nan")
+    ranked = sorted((s, 0 if label else 1) for s, label in zip(scores, labels))
+    # average ranks over ties, then U = sum of positive ranks - p(p+1)/2
+    rank_sum, i = 0.0, 0
+    while i < len(ranked):
+        j = i
+        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
+            j += 1
+        average = (i + 1 + j) / 2
+        rank_sum += average * sum(1 for k in range(i, j) if ranked[k][1] == 0)
+        i = j
+    p, n = len(positives), len(negatives)
+    return (rank_sum - p * (p + 1) / 2) / (p * n)

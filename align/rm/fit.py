@@ -1,4 +1,5 @@
-"""The optimizer loop of every reward model (`align rm`, the members of an `align strength` ensemble, MetaRM).
+"""The model and the optimizer loop of every reward model (`align rm`, the members of an `align strength`
+ensemble, MetaRM).
 
 Per step: `grad_accum` global batches, each process its share -> `loss_fn(model, batch, step)` (this
 micro-batch's share of the step's loss) -> backward -> one AdamW step; metrics every `log_steps`,
@@ -12,9 +13,32 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from align.models import load_reward_model
+from align.models.loading import enable_gradient_checkpointing
+from align.rm.contrastive.term import ContrastiveRewardModel, ContrastiveTerm
 from align.rm.data import RMData
 from align.rm.evaluate import evaluate
 from align.training import BatchPlan, Trainer, TrainState
+
+
+def build_reward_model(config, trainer: Trainer, head_names: list[str] | None = None):
+    """The RM to train for `config` (an `align.rm.train.Config`): fresh heads (`head_names`, default
+    `config.heads`) on `config.model` (a LoRA base in bf16 when the run computes in bf16), with LoRA adapters,
+    frozen word embeddings, the contrastive term and gradient checkpointing as configured."""
+    head_names = list(head_names or config.heads)
+    model = load_reward_model(config.model, num_heads=len(head_names), head_names=head_names,
+                              dropout=config.model_dropout,
+                              dtype=trainer.weights_dtype(trainable=not config.lora.enabled))
+    if config.lora.enabled:
+        model.add_lora(config.lora)
+    if config.freeze_word_embeddings:
+        model.model.get_input_embeddings().weight.requires_grad_(False)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    if config.contrastive.enabled:  # the term's prototypes train and checkpoint with the model
+        model = ContrastiveRewardModel(model, ContrastiveTerm(config.contrastive, model.hidden_size))
+    return model
+
 
 
 @dataclass

@@ -15,11 +15,11 @@ from align import losses
 from align.config import ConfigError, TrainConfig, doc, nested
 from align.rm.contrastive.report import append_contrastive_report
 from align.rm.contrastive.separability import eval_features, feature_separability
-from align.rm.contrastive.term import ContrastiveConfig, ContrastiveRewardModel, ContrastiveTerm
+from align.rm.contrastive.term import ContrastiveConfig
 from align.rm.data import load_rm_data, rewards_for_heads
 from align.rm.denoise import LossConfig, plan_denoising
 from align.rm.evaluate import evaluate, score_pairs
-from align.rm.fit import Step, optimize, pair_sums
+from align.rm.fit import Step, build_reward_model, optimize, pair_sums
 from align.rm.strength.ensemble import compute_strengths
 from align.training import BatchPlan, Trainer, TrainState
 from align.training.lora import LoraOptions
@@ -106,26 +106,6 @@ def batch_loss(model, batch: dict[str, torch.Tensor], step: Step, loss_type: str
 
 
 # --------------------------------------------------------------------------- training
-
-
-def build_reward_model(config: Config, trainer: Trainer):
-    """The RM to train: fresh heads on `config.model` (a LoRA base in bf16 when the run computes in bf16),
-    with LoRA adapters, the contrastive term and gradient checkpointing as configured."""
-    from align.models import load_reward_model
-    from align.models.loading import enable_gradient_checkpointing
-
-    model = load_reward_model(config.model, num_heads=len(config.heads), head_names=list(config.heads),
-                              dropout=config.model_dropout,
-                              dtype=trainer.weights_dtype(trainable=not config.lora.enabled))
-    if config.lora.enabled:
-        model.add_lora(config.lora)
-    if config.freeze_word_embeddings:
-        model.model.get_input_embeddings().weight.requires_grad_(False)
-    if config.gradient_checkpointing:
-        enable_gradient_checkpointing(model)
-    if config.contrastive.enabled:  # the term's prototypes train and checkpoint with the model
-        model = ContrastiveRewardModel(model, ContrastiveTerm(config.contrastive, model.hidden_size))
-    return model
 
 
 def train_reward_model(config: Config) -> dict:

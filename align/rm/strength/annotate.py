@@ -24,12 +24,13 @@ from typing import Literal
 
 import torch
 
-from align.config import ConfigError, TrainConfig, doc
+from align.config import ConfigError, TrainConfig, doc, nested
 from align.rm import train as rm
 from align.rm.data import load_rm_data
 from align.rm.denoise import flag_low_strength
 from align.rm.strength.ensemble import EnsembleScores, run_ensemble, strength_statistics
 from align.rm.strength.report import compare_estimators, write_strength_report
+from align.training.lora import LoraOptions
 from align.training.precision import is_main_process
 from align.training.rundir import RunDir
 from align.types import PreferencePair
@@ -55,6 +56,8 @@ class Config(TrainConfig):
                            ["overall"])
     domain_options: dict = doc("Keyword options for the domain adapter.", {})
     dropout: float | None = doc("Dropout rate inside the members; empty keeps the model's own.", None)
+    freeze_word_embeddings: bool = doc("Keep the members' input word embeddings fixed (as `align rm`).", False)
+    lora: LoraOptions = nested(LoraOptions, "LoRA adapters on each member's backbone (as `align rm`).")
     clean_action: Literal["flip", "discard"] = doc("What cleaned.jsonl does with flagged pairs.", "flip")
     flag_threshold: float = doc("Flag a pair when its mean strength is below this value.", 0.0)
     flag_quantile: float | None = doc("Instead of the threshold, flag the lowest q-quantile (e.g. 0.1).", None)
@@ -87,7 +90,8 @@ def member_config(config: Config) -> rm.Config:
     """The `align rm` config a member trains with (same model, data and optimisation keys, plain BT loss)."""
     shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)}
     return rm.Config(**shared, heads=list(config.heads), domain_options=dict(config.domain_options),
-                     dropout=config.dropout, eval_batch_size=config.eval_batch_size, report=False)
+                     dropout=config.dropout, freeze_word_embeddings=config.freeze_word_embeddings,
+                     lora=dataclasses.replace(config.lora), eval_batch_size=config.eval_batch_size, report=False)
 
 
 # --------------------------------------------------------------------------- annotated and cleaned data

@@ -35,7 +35,7 @@ import torch
 from align import losses
 from align.rm.data import RMData
 from align.rm.evaluate import score_pairs
-from align.rm.fit import Step, optimize, pair_sums
+from align.rm.fit import Step, build_reward_model, optimize, pair_sums
 from align.training import BatchPlan, Trainer, TrainState
 
 
@@ -55,27 +55,21 @@ class Fitted:
     """Its trainer: score with `score_pairs(..., trainer)` to share the work between processes."""
 
 
-def fit_reward_model(config, data: RMData, seed: int, output_dir: str | Path, loss_fn, num_heads: int | None = None,
-                     head_names=None, desc: str = "member", model_factory=None) -> Fitted:
+def fit_reward_model(config, data: RMData, seed: int, output_dir: str | Path, loss_fn, head_names=None,
+                     desc: str = "member", model_factory=None) -> Fitted:
     """Train a fresh RM on `data` with `config`'s optimisation keys (an `align.rm.train.Config`) and `seed`
     (initialisation and data order), on the shared training core: checkpoints every `save_steps` and
     `resume=true` in `output_dir`, where its metrics.jsonl goes too; no model, summary or report is written.
 
     `loss_fn(model, batch, step) -> (loss, sums)`: this micro-batch's share of the step's loss (`align.rm.train.
     batch_loss` with a `loss.type`, or `bootstrap_heads_loss`);
-    `model_factory(head_names) -> RewardModel` replaces `load_reward_model(config.model)` (a benchmark
+    `model_factory(head_names) -> RewardModel` replaces `build_reward_model(config, ...)` (a benchmark
     uses it to train only the top layers on cached hidden states).
     """
-    from align.models import load_reward_model
-
     member = dataclasses.replace(config, seed=seed, output_dir=str(output_dir))
     trainer = Trainer(member)
     head_names = list(head_names or data.head_names)
-    if model_factory is not None:
-        model = model_factory(head_names)
-    else:
-        model = load_reward_model(config.model, num_heads=num_heads or len(head_names), head_names=head_names,
-                                  dropout=config.model_dropout)
+    model = model_factory(head_names) if model_factory is not None else build_reward_model(member, trainer, head_names)
     batches = BatchPlan(data.lengths(), config.batch_size, seed, trainer.rank, trainer.world_size)
     total_steps = trainer.total_steps(len(batches), config.grad_accum)
     prepared = trainer.prepare("model", model, total_steps)
@@ -123,8 +117,8 @@ def fit_bootstrap_heads(config, data: RMData, members: int, seed: int, output_di
     """The cheap ensemble: one backbone with `members` heads, trained once on bootstrap-weighted data."""
     weights = bootstrap_weights(len(data), members, seed)
     names = [f"member_{m}" for m in range(members)]
-    return fit_reward_model(config, data, seed, output_dir, bootstrap_heads_loss(weights), num_heads=members,
-                            head_names=names, desc="bootstrap heads", model_factory=model_factory)
+    return fit_reward_model(config, data, seed, output_dir, bootstrap_heads_loss(weights), head_names=names,
+                            desc="bootstrap heads", model_factory=model_factory)
 
 
 # --------------------------------------------------------------------------- statistics
