@@ -50,7 +50,7 @@ def batch(tokenizer, texts):
 
 
 def test_embedded_names():
-    assert set(EMBEDDED_MODELS) == {"minilm", "me5-small", "smollm2-135m", "tiny-bert", "tiny-llama"}
+    assert set(EMBEDDED_MODELS) == {"minilm", "me5-small", "smollm2-135m", "gemma3-270m", "tiny-bert", "tiny-llama"}
 
 
 def test_resolve_local_dir_missing_path_and_hub_id(tmp_path):
