@@ -94,6 +94,7 @@ def test_domain_scores_with_an_embedding_rm_on_its_device(trained):
     heads = domain.head_rewards([make_prompt(rows[0][0], "zh", "en")], [rows[0][1]])
     assert set(heads[0]) == {"overall", "faithfulness"}
     assert domain.reward_model.encoder._model.device.type == "cpu"
+    assert domain.scoring_model()[0] == "tiny-bert"  # what runs on the device (align plan sizes it)
     with pytest.raises(ValueError, match="reference"):
         EmbeddingRewardModel(["overall"], np.zeros((1, 14)), np.zeros(14), np.ones(14), "tiny-bert",
                              use_reference=True).score(["a"], ["b"], [None])

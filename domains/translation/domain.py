@@ -12,7 +12,7 @@ from align.data import DATA_DIR_ENV, data_dirs, in_test_split
 from align.types import PreferencePair, Prompt, RewardOutput
 from domains.translation import mqm
 from domains.translation.demo import demo_stage
-from domains.translation.embedding_rm import EmbeddingRewardModel, is_embedding_rm
+from domains.translation.embedding_rm import EmbeddingRewardModel, embedding_rm_backbone, is_embedding_rm
 from domains.translation.evaluate import evaluate_domain
 from domains.translation.metrics import SENTENCE_METRICS
 from domains.translation.mqm import REFERENCE_SYSTEM, reference_translations
@@ -204,7 +204,10 @@ class TranslationDomain:
 
     # ------------------------------------------------------------------ reward
     def scoring_model(self) -> tuple[str | None, int, int]:
-        """The reward model the reward runs (None without one), its scoring batch size and token limit."""
+        """The reward model the reward runs (None without one), its scoring batch size and token limit; for a
+        frozen-encoder RM (`embedding_rm.py`) the encoder, which is what runs on the device."""
+        if is_embedding_rm(self.reward_model_path):
+            return embedding_rm_backbone(self.reward_model_path), self.batch_size, self.max_length
         return self.reward_model_path, self.batch_size, self.max_length
 
     def place(self, device, dtype) -> None:

@@ -47,6 +47,11 @@ def is_embedding_rm(directory: str | Path | None) -> bool:
     return directory is not None and (Path(directory) / MARKER).is_file()
 
 
+def embedding_rm_backbone(directory: str | Path) -> str:
+    """The encoder a saved frozen-encoder RM reads with (an embedded name or a path)."""
+    return json.loads((Path(directory) / MARKER).read_text())["backbone"]
+
+
 class SentenceEncoder:
     """Frozen encoder: token states and pooled vectors of texts, each text encoded once (cached)."""
 
