@@ -8,19 +8,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt
-
 from align.training.rundir import RunDir
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, imported on first plot: importing a domain (which
+    imports its demo and so this module) must not need matplotlib, e.g. in the COMET environment."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def save_figure(figure, path: Path) -> Path:
     """Lay out, write (PNG, 110 dpi) and close a figure."""
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
+    pyplot().close(figure)
     return path
 
 
@@ -29,7 +35,7 @@ def plot_curves(metrics: list[dict[str, Any]], keys: Sequence[str], path: Path, 
     present = [k for k in keys if any(r.get(k) is not None for r in metrics)]
     if not present:
         return None
-    figure, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.2), squeeze=False)
+    figure, axes = pyplot().subplots(1, len(present), figsize=(4.2 * len(present), 3.2), squeeze=False)
     for axis, key in zip(axes[0], present):
         points = [(r["step"], r[key]) for r in metrics if r.get(key) is not None]
         axis.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 30 else None)
@@ -42,7 +48,7 @@ def plot_curves(metrics: list[dict[str, Any]], keys: Sequence[str], path: Path, 
 
 def plot_histogram(values: Sequence[float], path: Path, title: str, xlabel: str, bins: int = 40,
                    vline: float | None = 0.0) -> Path:
-    figure, axis = plt.subplots(figsize=(5.5, 3.4))
+    figure, axis = pyplot().subplots(figsize=(5.5, 3.4))
     axis.hist(list(values), bins=bins, color="#4C72B0", alpha=0.85)
     if vline is not None:
         axis.axvline(vline, color="black", linestyle="--", linewidth=1)

@@ -1,6 +1,6 @@
 """The shape of the house: no import cycles, the core and the sandbox import no domain, the sandbox imports
 nothing of the core, no private name is imported across modules, no file over 400 lines, and `align rm`
-reaches the Bradley-Terry loss by that name.
+reaches the Bradley-Terry loss by that name, and importing a domain needs no plotting library.
 
 Imports are read from the source (every `import`, at the top or inside a function), so a cycle hidden in a
 function body counts too.
@@ -127,3 +127,19 @@ def test_align_rm_trains_with_the_bradley_terry_loss(tmp_path, monkeypatch):
                           precision="fp32")
     train.train_reward_model(config)
     assert calls[0] == 4  # the training step's four pairs went through the Bradley-Terry loss
+
+
+def test_importing_a_domain_needs_no_plotting_library():
+    """The COMET environment has no matplotlib and imports domains.translation: plots import it on first use."""
+    import subprocess
+    import sys
+
+    blocker = ("import builtins; real = builtins.__import__\n"
+               "def guarded(name, *args, **kwargs):\n"
+               "    if name.split('.')[0] == 'matplotlib': raise ImportError('matplotlib blocked')\n"
+               "    return real(name, *args, **kwargs)\n"
+               "builtins.__import__ = guarded\n"
+               "import domains.hh, domains.translation, domains.code, align.rm.demo, align.eval.compare\n")
+    result = subprocess.run([sys.executable, "-c", blocker], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]

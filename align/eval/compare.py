@@ -17,7 +17,7 @@ from typing import Any
 from align.config import ConfigError
 from align.data import BadRow, DataError, iter_rows, load_prompts
 from align.eval.judges import LabelsPending, Verdict, make_judge, win_tie_lose
-from align.report import save_figure, summary_table, write_report
+from align.report import pyplot, save_figure, summary_table, write_report
 from align.training.rundir import RunDir
 from align.types import Prompt
 
@@ -102,14 +102,12 @@ def judge_options(config: Any, domain: Any, run_dir: RunDir) -> dict[str, Any]:
 
 def plot_win_tie_lose(summary: dict[str, float], path: Path, title: str) -> Path:
     """Bars of the win, tie and lose rates of A with their 95% intervals."""
-    import matplotlib.pyplot as plt
-
     names = ["win_rate", "tie_rate", "lose_rate"]
     rates = [summary[n] for n in names]
     # clipped at 0: at a rate of 0 or 1 the interval's bound can miss the rate by a rounding error
     errors = [[max(0.0, r - summary[f"{n}_ci95_low"]) for n, r in zip(names, rates)],
               [max(0.0, summary[f"{n}_ci95_high"] - r) for n, r in zip(names, rates)]]
-    figure, axis = plt.subplots(figsize=(5.0, 3.4))
+    figure, axis = pyplot().subplots(figsize=(5.0, 3.4))
     axis.bar(["A wins", "tie", "B wins"], rates, yerr=errors, capsize=6, color=["#4C72B0", "#BBBBBB", "#DD8452"])
     axis.set_ylim(0, 1)
     axis.set_ylabel(f"share of {int(summary['n'])} judged pairs")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from align.config import load_config
 from align.eval.stats import roc_auc, wilson_interval
-from align.report import plt, save_figure, summary_table, write_report
+from align.report import pyplot, save_figure, summary_table, write_report
 from align.rm import train as rm
 from align.rm.strength import annotate
 from align.rm.strength.annotate import pair_row, write_jsonl
@@ -93,7 +93,7 @@ def strength_stage(output_dir: str | Path, seed: int = 0, train_pairs: int = 800
 
 def plot_strength_by_label(strength: list[float], flipped: list[bool], path: Path) -> Path:
     """Histogram of mean strength, flipped pairs against the rest: the plot to look at first."""
-    figure, axis = plt.subplots(figsize=(6.4, 3.6))
+    figure, axis = pyplot().subplots(figsize=(6.4, 3.6))
     bins = 40
     axis.hist([s for s, f in zip(strength, flipped) if not f], bins=bins, alpha=0.6, label="kept label")
     axis.hist([s for s, f in zip(strength, flipped) if f], bins=bins, alpha=0.6, label="flipped label")

@@ -14,6 +14,7 @@ import json
 import time
 from typing import Any
 
+from align.report import pyplot, save_figure
 from align.types import Prompt
 from domains.code.passk import mean_pass_at_k
 from domains.code.rewards import STATUSES, status_counts
@@ -47,20 +48,14 @@ def sample(model, tokenizer, prompts: list[Prompt], *, num_samples: int = 1, tem
 
 
 def _plot_status(counts: dict[str, int], path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.2))
     names = [s for s in STATUSES if counts.get(s)] or list(STATUSES)
     ax.bar(names, [counts.get(s, 0) for s in names], color="#4878a8")
     ax.set_ylabel("completions")
     ax.set_title("execution status")
     plt.setp(ax.get_xticklabels(), rotation=25, ha="right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def evaluate_code(domain, config, run_dir) -> dict:

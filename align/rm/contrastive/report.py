@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from align.report import plot_curves, plt, save_figure
+from align.report import plot_curves, pyplot, save_figure
 from align.rm.contrastive.separability import SEPARABILITY_KEYS
 from align.rm.contrastive.term import ContrastiveConfig
 
@@ -24,7 +24,7 @@ def plot_feature_projection(chosen: torch.Tensor, rejected: torch.Tensor, path: 
     points = pca_2d(torch.cat([chosen, rejected])).numpy()
     differences = pca_2d(chosen - rejected).numpy()
     n = len(chosen)
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    figure, (left, right) = pyplot().subplots(1, 2, figsize=(10, 4.2))
     left.scatter(points[n:, 0], points[n:, 1], s=8, alpha=0.6, label="rejected", color="#C44E52")
     left.scatter(points[:n, 0], points[:n, 1], s=8, alpha=0.6, label="chosen", color="#4C72B0")
     left.set_title("features (PCA)")

@@ -10,13 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import torch
 
-from align.report import plot_histogram, save_figure, summary_table, write_report
+from align.report import plot_histogram, pyplot, save_figure, summary_table, write_report
 from align.rm.evaluate import evaluate
 from align.rm.strength.ensemble import fit_reward_model, remove_checkpoints, spearman, subset
 from align.rm.train import batch_loss
@@ -76,7 +72,7 @@ def compare_estimators(primary, others: dict) -> dict[str, float]:
 
 
 def plot_groups(groups: list[dict[str, float]], path: Path) -> Path:
-    figure, axis = plt.subplots(figsize=(6.5, 3.6))
+    figure, axis = pyplot().subplots(figsize=(6.5, 3.6))
     x = [g["group"] for g in groups]
     axis.plot(x, [g["mean_strength"] for g in groups], marker="o", label="mean of mean strength")
     axis.plot(x, [g["mean_std"] for g in groups], marker="s", label="mean of std")
@@ -91,7 +87,7 @@ def plot_groups(groups: list[dict[str, float]], path: Path) -> Path:
 def plot_slices(results: dict[str, float], path: Path) -> Path:
     keys = sorted((k for k in results if k.startswith("slice_") and k.split("_")[1].isdigit()
                    and not k.endswith("flipped_eval_accuracy")), key=lambda k: int(k.split("_")[1]))
-    figure, axis = plt.subplots(figsize=(6.0, 3.4))
+    figure, axis = pyplot().subplots(figsize=(6.0, 3.4))
     axis.bar(range(len(keys)), [results[k] for k in keys], color="#4C72B0", label="slice as labelled")
     if "slice_0_flipped_eval_accuracy" in results:
         axis.bar([-1], [results["slice_0_flipped_eval_accuracy"]], color="#DD8452", label="lowest slice flipped")
