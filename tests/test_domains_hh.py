@@ -251,3 +251,21 @@ def test_align_rm_summary_names_the_hh_subsets(isolated, tmp_path):
     assert counts["hh_subsets_used"] == "helpful-base"
     assert counts["hh_subsets_missing"] == "harmless-base,helpful-online,helpful-rejection-sampled"
     assert counts["datasets"] == hh_files.HUB_ID
+
+
+def test_align_ppo_prompts_name_the_hh_subsets(isolated, tmp_path):
+    """PPO on hh prompts reports the subsets it read, as `align rm` does (its summary takes these counts)."""
+    from align.config import load_config
+    from align.ppo.config import Config
+    from align.ppo.data import load_prompt_sets
+
+    (tmp_path / "rm").mkdir()  # the config checks the path exists; no model is loaded here
+    hub_layout(tmp_path / "hh" / "helpful-base", "helpful")
+    config = load_config(Config, None, ["model=tiny-llama", "domain=hh", "domain_options.subset=all",
+                                        f"domain_options.data={tmp_path / 'hh'}", "eval_prompts=2",
+                                        f"reward_model={tmp_path / 'rm'}"])
+    with pytest.warns(UserWarning, match="were not found"):
+        train, held_out, counts = load_prompt_sets(config)
+    assert len(train) > 0 and len(held_out) > 0
+    assert counts["hh_subsets_used"] == "helpful-base"
+    assert counts["hh_subsets_missing"] == "harmless-base,helpful-online,helpful-rejection-sampled"

@@ -6,16 +6,17 @@ from typing import Any
 from align.generation import format_prompt
 from align.ppo.config import Config
 from align.training import epoch_stream
-from align.types import Prompt
+from align.types import Prompt, ReportsDataUsed
 
 
-def load_prompt_sets(config: Config, domain=None) -> tuple[Any, list[Prompt], dict[str, int]]:
-    """Training prompts and held-out prompts: from files when given, else from `domain` (the same instance
-    that gives the reward, so a curriculum it keeps sees its own prompts). A domain's training prompts may be
-    a live iterable (a curriculum whose stage advances): the trainer re-reads it every step."""
+def load_prompt_sets(config: Config, domain=None) -> tuple[Any, list[Prompt], dict[str, Any]]:
+    """Training prompts, held-out prompts, and counts (skipped rows; what a domain says it read,
+    `ReportsDataUsed`): from files when given, else from `domain` (the same instance that gives the reward, so a
+    curriculum it keeps sees its own prompts). A domain's training prompts may be a live iterable (a curriculum
+    whose stage advances): the trainer re-reads it every step."""
     from align.data import load_prompts
 
-    counts: dict[str, int] = {}
+    counts: dict[str, Any] = {}
     if config.data:
         train, skipped = load_prompts(config.data, strict=config.strict)
         counts.update({f"skipped_{k}": v for k, v in skipped.items()})
@@ -27,12 +28,15 @@ def load_prompt_sets(config: Config, domain=None) -> tuple[Any, list[Prompt], di
         if config.eval_data:
             held_out, _ = load_prompts(config.eval_data, strict=config.strict)
         else:
-            held_out = list((domain or domain_from(config)).prompts("test"))
+            domain = domain or domain_from(config)
+            held_out = list(domain.prompts("test"))
         held_out = held_out[:config.eval_prompts]
     if config.max_examples > 0 and isinstance(train, list):
         train = train[:config.max_examples]
     if not len(train):
         raise ValueError(f"no training prompts (data={config.data!r}, domain={config.domain!r})")
+    if isinstance(domain, ReportsDataUsed):
+        counts.update(domain.data_used())
     return train, held_out, counts
 
 

@@ -67,7 +67,7 @@ def train_ppo(config: Config, prompts: list[Prompt] | None = None, reward_fn: Re
     if trainer.accelerator.distributed_type.name == "DEEPSPEED":
         raise ConfigError("align ppo trains two models (policy and critic), which accelerate's DeepSpeed integration "
                           "does not prepare together: launch with configs/accelerate/ddp_8gpu.yaml and lora.enabled")
-    data_counts: dict[str, int] = {}
+    data_counts: dict = {}
     # one domain instance gives both prompts and rewards (a curriculum inside it must see both)
     domain = domain_from(config) if (config.domain_reward and reward_fn is None) else None
     if prompts is None:
