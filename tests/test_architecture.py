@@ -1,6 +1,7 @@
 """The shape of the house: no import cycles, the core and the sandbox import no domain, the sandbox imports
 nothing of the core, no private name is imported across modules, no file over 400 lines, and `align rm`
-reaches the Bradley-Terry loss by that name, and importing a domain needs no plotting library.
+reaches the Bradley-Terry loss by that name, and importing a domain needs no plotting
+library (the translation metric no training library).
 
 Imports are read from the source (every `import`, at the top or inside a function), so a cycle hidden in a
 function body counts too.
@@ -129,17 +130,22 @@ def test_align_rm_trains_with_the_bradley_terry_loss(tmp_path, monkeypatch):
     assert calls[0] == 4  # the training step's four pairs went through the Bradley-Terry loss
 
 
-def test_importing_a_domain_needs_no_plotting_library():
-    """The COMET environment has no matplotlib and imports domains.translation: plots import it on first use."""
+@pytest.mark.parametrize("blocked, modules", [
+    (("matplotlib",), "domains.hh, domains.translation, domains.code, align.rm.demo, align.eval.compare"),
+    (("matplotlib", "accelerate"), "domains.translation.comet"),  # what .venv-comet (no training stack) imports
+])
+def test_imports_that_need_no_plotting_or_training_library(blocked, modules):
+    """Plots import matplotlib on first use; the translation domain loads its demo and evaluation (which need
+    the training stack) only when called, so the COMET environment can import its metric."""
     import subprocess
     import sys
 
     blocker = ("import builtins; real = builtins.__import__\n"
                "def guarded(name, *args, **kwargs):\n"
-               "    if name.split('.')[0] == 'matplotlib': raise ImportError('matplotlib blocked')\n"
+               f"    if name.split('.')[0] in {blocked!r}: raise ImportError(name + ' blocked')\n"
                "    return real(name, *args, **kwargs)\n"
                "builtins.__import__ = guarded\n"
-               "import domains.hh, domains.translation, domains.code, align.rm.demo, align.eval.compare\n")
+               f"import {modules}\n")
     result = subprocess.run([sys.executable, "-c", blocker], cwd=ROOT, capture_output=True, text=True,
                             timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -11,9 +11,7 @@ from align.config import ConfigError, coerce
 from align.data import DATA_DIR_ENV, data_dirs, in_test_split
 from align.types import PreferencePair, Prompt, RewardOutput
 from domains.translation import mqm
-from domains.translation.demo import demo_stage
 from domains.translation.embedding_rm import EmbeddingRewardModel, embedding_rm_backbone, is_embedding_rm
-from domains.translation.evaluate import evaluate_domain
 from domains.translation.metrics import SENTENCE_METRICS
 from domains.translation.mqm import REFERENCE_SYSTEM, reference_translations
 from domains.translation.parallel import (
@@ -323,9 +321,14 @@ class TranslationDomain:
 
     def demo_stages(self) -> dict:
         """`align demo` stages (align.types.HasDemo): `translation`, a small multi-head RM on this domain's MQM
-        pairs, evaluated and reported."""
+        pairs, evaluated and reported. Imported here, as `evaluate` is: the domain's rewards and metrics load
+        without the training stack (the COMET environment has no accelerate)."""
+        from domains.translation.demo import demo_stage
+
         return {"translation": lambda output_dir: demo_stage(self, output_dir)}
 
     def evaluate(self, config, run_dir) -> dict:
         """`align eval domain=translation`: acc_eq and strict accuracy per aspect, baselines, robustness."""
+        from domains.translation.evaluate import evaluate_domain
+
         return evaluate_domain(self, config, run_dir)
