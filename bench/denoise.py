@@ -29,7 +29,6 @@ import argparse
 import dataclasses
 import json
 import os
-import random
 import statistics
 import sys
 import time
@@ -40,7 +39,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.denoise_data import ALMA_EN, controlled_pairs
+from align.eval.stats import roc_auc
+from align.rm.strength.controlled import controlled_pairs, english_sentences_file, inject_flips
 from bench.provenance import Run, headline
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -116,28 +116,6 @@ def cached_backbone_factory(model_name: str, datasets, top_layers: int, batch_si
 # --------------------------------------------------------------------------- helpers
 
 
-def inject_flips(pairs, rate: float, seed: int):
-    """A copy of `pairs` with a random `rate` share swapped; returns (pairs, flipped mask as a list)."""
-    import dataclasses
-
-    rng = random.Random(f"flips:{seed}")
-    flipped = set(rng.sample(range(len(pairs)), round(rate * len(pairs))))
-    noisy = [dataclasses.replace(p, chosen=p.rejected, rejected=p.chosen) if i in flipped else p
-             for i, p in enumerate(pairs)]
-    return noisy, [i in flipped for i in range(len(pairs))]
-
-
-def roc_auc(labels: list[bool], scores) -> float:
-    """Probability that a random positive scores above a random negative (ties count half)."""
-    from scipy.stats import rankdata
-
-    ranks = rankdata([float(s) for s in scores])
-    positives = sum(labels)
-    negatives = len(labels) - positives
-    rank_sum = sum(r for r, label in zip(ranks, labels) if label)
-    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
-
-
 def tokenize(pairs, tokenizer, config):
     from align.data import encode_pair
     from align.rm.data import RMData
@@ -194,7 +172,7 @@ def run_condition(config, train_pairs, held_out, tokenizer, seed: int, args, fli
         result[f"{name}_negative_fraction"] = (scores[name].mean < 0).float().mean().item()
         result[f"{name}_mean_std"] = scores[name].std.mean().item()
         if flipped:
-            result[f"{name}_flip_auc"] = roc_auc(flipped, -scores[name].mean)
+            result[f"{name}_flip_auc"] = roc_auc(flipped, [-float(s) for s in scores[name].mean])
         result.update({f"{name}_{k}": v for k, v in scores[name].eval_accuracy().items()})
         save()
     if "cheap" in scores:
@@ -291,7 +269,11 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "denoise.json"))
     args = parser.parse_args()
     provenance = Run(__file__)
-    missing = [str(p) for p in (HH, ALMA_EN) if not p.exists()]
+    missing = [str(p) for p in (HH,) if not p.exists()]
+    try:
+        english_sentences_file()
+    except FileNotFoundError as error:
+        missing.append(str(error))
     if missing:
         print(f"denoise: skipped, data not found: {', '.join(missing)}")
         return 0
