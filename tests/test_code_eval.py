@@ -86,3 +86,5 @@ def test_demo_stage_runs_smollm2(tmp_path):
     summary = demo_stage(tmp_path, num_tasks=2, num_easy=4, progress=False)
     assert summary["code_easy_tasks"] == 4 and summary["code_humaneval_cccs_tasks"] == 2
     assert (tmp_path / "code_demo.json").exists()
+    passed = round(summary["code_easy_pass@1"] * 4)
+    assert f"{passed}/4 held-out easy tasks" in summary["verdict"] and Path(summary["plot"]).is_file()

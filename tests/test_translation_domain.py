@@ -255,3 +255,7 @@ def test_demo_stage_on_the_real_data(tmp_path):
     assert 0.0 <= summary["rm_overall_acc_eq"] <= 1.0 and summary["robustness_cases"] > 0
     assert "policy_zh_en_chrf" in summary and "policy_en_zh_mean_reward" in summary
     assert (tmp_path / "report.md").exists() and (tmp_path / "rm" / "embedding_rm.json").is_file()
+    # the overview's row: a verdict with the RM's figure, and the strict-accuracy plot the report shows
+    assert summary["verdict"].startswith("tiny-bert RM picks the better of two translations in "
+                                         f"{summary['rm_overall_strict_accuracy_gap5']:.2f}")
+    assert Path(summary["plot"]).is_file() and "strict_accuracy.png" in (tmp_path / "report.md").read_text()

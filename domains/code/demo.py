@@ -11,12 +11,16 @@ import time
 from pathlib import Path
 
 from domains.code.easy import easy_tasks, split_easy
-from domains.code.evaluate import sample
+from domains.code.evaluate import plot_status, sample
 from domains.code.prompts import task_prompt
 from domains.code.rewards import RewardSettings, code_rewards, status_counts
 from domains.code.tasks import load_humaneval
 
 EASY_PROMPT_STYLE = "chat"
+
+
+def passed_count(outputs) -> int:
+    return sum(1 for o in outputs if o.parts.get("status") == "passed")
 
 
 def demo_stage(output_dir: str | Path, num_tasks: int = 4, num_easy: int = 8, model_name: str = "smollm2-135m",
@@ -49,6 +53,11 @@ def demo_stage(output_dir: str | Path, num_tasks: int = 4, num_easy: int = 8, mo
     summary.update({f"code_status_{k}": v for k, v in status_counts(outputs).items()})
     summary["code_cccs_fraction"] = cccs_fraction
     summary["code_wall_s"] = round(time.perf_counter() - start, 1)
+    plot_status(status_counts(outputs), output_dir / "status_counts.png")
+    summary["plot"] = str(output_dir / "status_counts.png")
+    summary["verdict"] = (f"{model_name} greedy, sandboxed: {passed_count(outputs[:len(easy)])}/{len(easy)} held-out "
+                          f"easy tasks and {passed_count(outputs[len(easy):])}/{len(humaneval)} HumanEval CCCS subtasks "
+                          f"pass their tests (the reward the ppo stage trains on)")
     samples = [{"task_id": p.id, "prompt": p.prompt, "completion": t, "reward": o.reward, "status": o.parts["status"]}
                for p, t, o in zip(prompts, texts, outputs)]
     (output_dir / "code_demo.json").write_text(json.dumps({"summary": summary, "samples": samples}, indent=1,

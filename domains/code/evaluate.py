@@ -47,7 +47,7 @@ def sample(model, tokenizer, prompts: list[Prompt], *, num_samples: int = 1, tem
     return results
 
 
-def _plot_status(counts: dict[str, int], path) -> None:
+def plot_status(counts: dict[str, int], path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.2))
     names = [s for s in STATUSES if counts.get(s)] or list(STATUSES)
@@ -107,7 +107,7 @@ def evaluate_code(domain, config, run_dir) -> dict:
         for prompt, text, output in zip(flat_prompts, flat_texts, outputs):
             handle.write(json.dumps({"task_id": prompt.id, "completion": text, "reward": output.reward,
                                      "parts": output.parts}, default=str) + "\n")
-    _plot_status(counts, run_dir.path / "status_counts.png")
+    plot_status(counts, run_dir.path / "status_counts.png")
     write_report(run_dir.path / "report.md", summary, ks, counts, rows)
     return summary
 

@@ -76,6 +76,14 @@ def demo_stage(output_dir: str | Path, *, steps: int | None = None, easy_tasks: 
         for name, prompts in (("code_easy", easy), ("code_humaneval_cccs", humaneval)):
             ids = [p.id for p in prompts]
             result.update(compare_pass_at_1([before[i] for i in ids], [after[i] for i in ids], name))
+    if "code_easy_tasks" in result:
+        result["verdict"] = (f"PPO, {summary['steps']} steps: greedy pass@1 on {result['code_easy_tasks']} held-out easy "
+                             f"tasks {result['code_easy_pass@1_before']:.3f} -> {result['code_easy_pass@1_after']:.3f} "
+                             f"(+{result['code_easy_tasks_gained']} -{result['code_easy_tasks_lost']}, exact McNemar "
+                             f"p={result['code_easy_mcnemar_p']:.2f}): {result['code_easy_verdict']}")
+    else:
+        result["verdict"] = f"PPO stopped early: {result.get('ppo_stop_reason')}"
+    result["plot"] = str(run_dir / "reward.png")
     (run_dir / "ppo_demo.json").write_text(json.dumps(result, indent=2) + "\n")
     for name in ("code_easy", "code_humaneval_cccs"):
         if f"{name}_tasks" in result:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from align.report import summary_table, write_report
+from align.report import pyplot, save_figure, summary_table, write_report
 from align.training.rundir import RunDir
 from domains.translation.embedding_rm import SentenceEncoder, rows_by_head, train_embedding_rm
 from domains.translation.evaluate import ASPECTS, evaluate_translation, report_markdown
@@ -49,6 +49,24 @@ def translate_and_score(domain_type, options: dict, model_dir: str, policy: str,
     return summary
 
 
+def plot_strict_accuracy(summary: dict, path: Path) -> Path:
+    """Bars: strict accuracy on clear MQM pairs (gap >= 5) per aspect, the RM beside chrF and longer-wins."""
+    scorers = [("rm", "reward model"), ("chrf", "chrF"), ("length", "longer wins")]
+    aspects = [a for a in ASPECTS if f"rm_{a}_strict_accuracy_gap5" in summary]
+    figure, axis = pyplot().subplots(figsize=(6.4, 3.4))
+    width = 0.8 / len(scorers)
+    for i, (key, label) in enumerate(scorers):
+        axis.bar([j + i * width for j in range(len(aspects))],
+                 [summary.get(f"{key}_{a}_strict_accuracy_gap5") or 0 for a in aspects], width, label=label)
+    axis.axhline(0.5, color="black", linestyle="--", linewidth=1)
+    axis.set_xticks([j + width for j in range(len(aspects))],
+                    [f"{a}\n({summary.get(f'{a}_strict_pairs_gap5', 0)} pairs)" for a in aspects])
+    axis.set_ylabel("strict accuracy, gap >= 5")
+    axis.set_ylim(0, 1)
+    axis.legend(fontsize=8)
+    return save_figure(figure, path)
+
+
 def demo_stage(domain, output_dir, backbone: str = "me5-small", policy: str | None = "gemma3-270m",
                train_pairs: int = 240, eval_sources: int = 12, policy_sentences: int = 4, progress: bool = True) -> dict:
     """Fit and evaluate a small translation RM of `domain` (a TranslationDomain: its data) under `output_dir`,
@@ -71,6 +89,14 @@ def demo_stage(domain, output_dir, backbone: str = "me5-small", policy: str | No
     if policy:
         summary["policy"] = policy
         summary.update(translate_and_score(type(domain), options, str(output_dir / "rm"), policy, policy_sentences))
+    summary["verdict"] = (
+        f"{backbone} RM picks the better of two translations in {summary['rm_overall_strict_accuracy_gap5']:.2f} of "
+        f"{summary['overall_strict_pairs_gap5']} clear MQM pairs (gap >= 5; chrF {summary['chrf_overall_strict_accuracy_gap5']:.2f}, "
+        f"longer-wins {summary['length_overall_strict_accuracy_gap5']:.2f}); guards catch "
+        f"{summary['robustness_share']:.0%} of {summary['robustness_cases']} broken outputs"
+        + (f"; {policy} chrF zh->en {summary['policy_zh_en_chrf']:.1f}, en->zh {summary['policy_en_zh_chrf']:.1f}"
+           if policy else ""))
+    summary["plot"] = str(plot_strict_accuracy(summary, output_dir / "strict_accuracy.png"))
     run = RunDir(output_dir)
     text = report_markdown(summary, ["chrf", "length", "rm", "rm_combined"])
     policy_text = ("" if not policy else "\n".join(
@@ -81,7 +107,7 @@ def demo_stage(domain, output_dir, backbone: str = "me5-small", policy: str | No
                  [("What ran", (f"A {backbone} reward model (frozen encoder, Bradley-Terry heads {', '.join(HEADS)}) "
                                 f"fitted on {summary['rm_train_pairs']} MQM pairs; evaluated on {summary['sources']} "
                                 f"test sources. Policy: {policy or 'none'}."), None),
-                  ("Agreement with MQM and robustness", text, None),
+                  ("Agreement with MQM and robustness", text, Path(summary["plot"])),
                   ("The policy translating (greedy, ALMA test)", policy_text, None),
                   ("Summary", summary_table(summary), None)])
     run.write_summary(summary)
