@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("align.sft.train", "supervised fine-tuning of a policy on prompt/response data"),
     "rm": ("align.rm.train", "train a reward model (loss variants, contrastive terms, several heads)"),
     "strength": ("align.rm.strength.annotate", "RM ensemble -> preference strength per pair, report, cleaned data"),
+    "metarm": ("align.rm.metarm", "MetaRM: an RM update that keeps a shifted policy's samples apart (see `iterate`)"),
     "ppo": ("align.ppo.train", "PPO-max against a reward model or a domain reward"),
     "iterate": ("align.iterate", "iterative RLHF: sample, MetaRM update, PPO round, repeat"),
     "eval": ("align.eval.evaluate", "RM accuracy, pass@k, translation metrics, win/tie/lose"),

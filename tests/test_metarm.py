@@ -299,3 +299,15 @@ def test_two_processes_match_one_and_resume(data_files, tmp_path):
                           "precision=fp32", "resume=true")], 2)
     assert logged(killed, "loss") == pytest.approx(logged(tmp_path / "two", "loss"), abs=1e-6)
     assert summary(killed)["eval_loss"] == pytest.approx(two["eval_loss"], abs=1e-6)
+
+
+def test_align_metarm_on_the_command_line(data_files, tmp_path, capsys):
+    """`align metarm key=value ...` runs the trainer above; `--help` lists its own keys (shifted samples, k, η)."""
+    from align import cli
+
+    assert cli.main(["metarm", "--help"]) == 0
+    listed = capsys.readouterr().out
+    assert all(key in listed for key in ("shifted_data", "samples_per_prompt", "meta_learning_rate"))
+    assert cli.main(["metarm", *keys(data_files, tmp_path, "batch_size=8", "max_steps=2", "save_steps=0",
+                                     "precision=fp32")]) == 0
+    assert summary(tmp_path)["steps"] == 2 and "align metarm: " in capsys.readouterr().out
