@@ -12,6 +12,7 @@ the token that completed a stop string (PPO trains on these tokens and must lear
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -120,6 +121,13 @@ def _find_stop(text: str, stop: list[str]) -> tuple[int, str] | None:
     return best
 
 
+def cache_argument(model) -> str:
+    """The name a model's forward takes its KV cache by: `cache` in transformers 5 (`past_key_values` there is
+    deprecated, to be removed in 5.40), `past_key_values` before. The output attribute has the same name."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT wrapper takes **kwargs
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 @torch.inference_mode()
 def _generate_batch(model, tokenizer, rows: list[list[int]], *, max_new_tokens: int, temperature: float,
                     top_p: float, stops: list[list[str]], eos_ids: set[int], pad_id: int,
@@ -133,11 +141,11 @@ def _generate_batch(model, tokenizer, rows: list[list[int]], *, max_new_tokens: 
     results: list[tuple[list[int], str, str | None] | None] = [None] * len(rows)
     active = torch.arange(len(rows), device=device)  # which original rows are still in the batch
     eos = torch.tensor(sorted(eos_ids), device=device, dtype=torch.long)
-    cache = None
+    cache, cache_key = None, cache_argument(model)
     for _ in range(max_new_tokens):
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                    past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
+                    use_cache=True, **{cache_key: cache})
+        cache = getattr(out, cache_key)
         next_tokens = sample_next_token(out.logits[:, -1, :], temperature, top_p, generator)
         finished_eos = torch.isin(next_tokens, eos) if len(eos) else torch.zeros_like(next_tokens, dtype=torch.bool)
         keep = []

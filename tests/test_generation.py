@@ -155,3 +155,29 @@ def test_format_prompt_chat_template_and_plain_formats(policy):
                           "{% if add_generation_prompt %}<assistant>{% endif %}")
     assert format_prompt(chat, "Hi?") == "<user>Hi?<assistant>"
     assert format_prompt(chat, "Hi?", chat=False) == "Hi?"
+
+
+def test_the_kv_cache_goes_by_the_name_the_models_forward_takes(policy):
+    """transformers 5 takes `cache=` (`past_key_values=` is deprecated there); older versions only the latter."""
+    from align.generation import cache_argument
+
+    class Older(torch.nn.Module):
+        def forward(self, input_ids=None, attention_mask=None, past_key_values=None, use_cache=None):
+            return None
+
+    class Wrapper(torch.nn.Module):  # the shape of a PEFT model: **kwargs, the real forward on the base model
+        def __init__(self, base):
+            super().__init__()
+            self.base = base
+
+        def get_base_model(self):
+            return self.base
+
+        def forward(self, *args, **kwargs):
+            return self.base(*args, **kwargs)
+
+    import inspect
+
+    name = cache_argument(policy[0])
+    assert name in inspect.signature(policy[0].forward).parameters and cache_argument(Wrapper(policy[0])) == name
+    assert cache_argument(Older()) == "past_key_values" and cache_argument(Wrapper(Older())) == "past_key_values"
