@@ -175,3 +175,20 @@ def test_pairs_file_round_trips_through_the_preference_loader(tmp_path):
     (loaded,) = domain.preferences("test")
     assert (loaded.chosen, loaded.rejected, loaded.margin) == ("a", "b", pytest.approx(1.6))
     assert json.loads(path.read_text())["rejected_status"] == "runtime_error"
+
+
+def test_an_expected_output_that_depends_on_string_hash_order_is_dropped(tmp_path, monkeypatch):
+    """compute_expected runs the canonical solution twice under two string-hash seeds: a tuple built from a set
+    of strings comes out in another order, so that call is dropped (a flaky expectation otherwise)."""
+    from domains.code.tasks import CodeTask, compute_expected
+
+    monkeypatch.setenv("ALIGN_CACHE_DIR", str(tmp_path))
+    words = [f"word{i}" for i in range(24)]
+    task = CodeTask(task_id="t/sets", prompt="def f(ordered):\n", entry_point="f",
+                    canonical_solution=f"    words = set({words!r})\n"
+                                       "    return tuple(sorted(words)) if ordered else tuple(words)\n",
+                    tests=[{"call": "f(True)", "atol": 0.0, "pending": True},
+                           {"call": "f(False)", "atol": 0.0, "pending": True}])
+    counts = compute_expected([task], {"t/sets": ["f(True)", "f(False)"]}, progress=False)
+    assert counts["dropped_unstable"] == 1
+    assert task.tests == [{"call": "f(True)", "expected": tuple(sorted(words)), "atol": 0.0}]

@@ -193,6 +193,11 @@ def cache_dir() -> Path:
     return Path(root) / "code_expected"
 
 
+EXPECTED_VERSION = 2
+"""Part of the cache key of computed expected outputs: 2 = the stability pass on a worker of its own (version 1
+could keep a set-order-dependent output when both passes ran on one worker)."""
+
+
 def compute_expected(tasks: list[CodeTask], pending: dict[str, list[str]], *, backend: str = "auto",
                      workers: int = 2, progress: bool = True) -> dict[str, int]:
     """Fill in expected outputs of call tests whose `expected` is missing, by running each task's
@@ -209,7 +214,7 @@ def compute_expected(tasks: list[CodeTask], pending: dict[str, list[str]], *, ba
         calls = pending.get(task.task_id)
         if not calls:
             continue
-        key = hashlib.sha256(json.dumps([task.canonical_program, calls]).encode()).hexdigest()[:32]
+        key = hashlib.sha256(json.dumps([EXPECTED_VERSION, task.canonical_program, calls]).encode()).hexdigest()[:32]
         cache_file = directory / f"{key}.json"
         if cache_file.exists():
             outputs = json.loads(cache_file.read_text())
@@ -222,11 +227,13 @@ def compute_expected(tasks: list[CodeTask], pending: dict[str, list[str]], *, ba
                                 tests=[TestCase.call_expr(call, expected=None) for call in calls],
                                 limits=Limits(wall_s=60.0 + 0.5 * len(calls)))
                     for task, calls, _ in todo]
-        # Run twice, the second pass in reverse order so that it mostly lands on the other worker (each
-        # has its own string-hash seed): a canonical output that depends on set order differs between
-        # the passes, and such a call is dropped rather than kept as a flaky expectation.
+        # Run twice: a canonical output that depends on set order (string hashes) differs between the
+        # passes, and such a call is dropped rather than kept as a flaky expectation. Every sandbox worker
+        # forks its programs from one interpreter, so all of a worker's runs share one string-hash seed: the
+        # second pass runs on a backend of its own (another worker count is another cached backend), whose
+        # worker has a seed of its own. Alternating between the workers of one backend is not guaranteed.
         results = run_many(requests, backend=backend, workers=workers, progress=progress)
-        repeat = run_many(requests[::-1], backend=backend, workers=workers)[::-1]
+        repeat = run_many(requests, backend=backend, workers=1 if workers != 1 else 2)
         for (task, calls, cache_file), result, again in zip(todo, results, repeat):
             if result.status == "sandbox_error" or again.status == "sandbox_error":
                 raise TaskError(f"{task.task_id}: the sandbox failed while computing expected outputs: "
