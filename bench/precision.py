@@ -15,13 +15,14 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.provenance import Run, headline
+
 HH_PAIRS = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base" / "pairs.jsonl.gz"
 
 
@@ -59,6 +60,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each precision")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "precision.json"))
     args = parser.parse_args()
+    run = Run(__file__)
 
     import torch
 
@@ -80,15 +82,16 @@ def main() -> None:
                                                tmp / f"{precision}-{repeat}"))
     runs = {precision: sorted(found, key=lambda r: r["pairs_per_second"])[len(found) // 2]
             for precision, found in trials.items()}
-    result = {"figure": "RM pairs/s, bf16 over fp32 (same pairs, model, schedule; median of alternating runs)",
-              "ratio": runs["bf16"]["pairs_per_second"] / runs["fp32"]["pairs_per_second"],
+    result = {"ratio": runs["bf16"]["pairs_per_second"] / runs["fp32"]["pairs_per_second"],
               "pairs_per_second_all_runs": {p: [round(r["pairs_per_second"], 3) for r in found]
                                             for p, found in trials.items()},
               "fp32": runs["fp32"], "bf16": runs["bf16"], **cpu_description(),
-              "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "date": time.strftime("%Y-%m-%d"), "command": "python bench/precision.py " + " ".join(sys.argv[1:]),
-              "settings": vars(args)}
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+              "threads": torch.get_num_threads(), "settings": vars(args)}
+    native = "native" if {"avx512_bf16", "amx_bf16"} & set(result["bf16_flags"]) else "emulated"
+    run.write(args.out, result, [headline(
+        f"RM training pairs/s, bf16 over fp32 on {result['cpu']} (bf16 {native}; "
+        "median of alternating runs)", runs["bf16"]["pairs_per_second"], "fp32", runs["fp32"]["pairs_per_second"],
+        "pairs/s")])
     print(f"bf16 {runs['bf16']['pairs_per_second']:.2f} vs fp32 {runs['fp32']['pairs_per_second']:.2f} pairs/s: "
           f"x{result['ratio']:.2f} on {result['cpu']} ({', '.join(result['bf16_flags'])}); held-out accuracy "
           f"{runs['bf16']['eval_accuracy']:.3f} vs {runs['fp32']['eval_accuracy']:.3f} -> {args.out}")
