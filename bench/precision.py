@@ -85,15 +85,15 @@ def main() -> None:
     result = {"ratio": runs["bf16"]["pairs_per_second"] / runs["fp32"]["pairs_per_second"],
               "pairs_per_second_all_runs": {p: [round(r["pairs_per_second"], 3) for r in found]
                                             for p, found in trials.items()},
-              "fp32": runs["fp32"], "bf16": runs["bf16"], **cpu_description(),
-              "threads": torch.get_num_threads(), "settings": vars(args)}
-    native = "native" if {"avx512_bf16", "amx_bf16"} & set(result["bf16_flags"]) else "emulated"
+              "fp32": runs["fp32"], "bf16": runs["bf16"], "threads": torch.get_num_threads(), "settings": vars(args)}
+    cpu = cpu_description()  # the provenance records the CPU in full; the headline names it
+    native = "native" if {"avx512_bf16", "amx_bf16"} & set(cpu["bf16_flags"]) else "emulated"
     run.write(args.out, result, [headline(
-        f"RM training pairs/s, bf16 over fp32 on {result['cpu']} (bf16 {native}; "
+        f"RM training pairs/s, bf16 over fp32 on {cpu['cpu']} (bf16 {native}; "
         "median of alternating runs)", runs["bf16"]["pairs_per_second"], "fp32", runs["fp32"]["pairs_per_second"],
         "pairs/s")])
     print(f"bf16 {runs['bf16']['pairs_per_second']:.2f} vs fp32 {runs['fp32']['pairs_per_second']:.2f} pairs/s: "
-          f"x{result['ratio']:.2f} on {result['cpu']} ({', '.join(result['bf16_flags'])}); held-out accuracy "
+          f"x{result['ratio']:.2f} on {cpu['cpu']} ({', '.join(cpu['bf16_flags'])}); held-out accuracy "
           f"{runs['bf16']['eval_accuracy']:.3f} vs {runs['fp32']['eval_accuracy']:.3f} -> {args.out}")
 
 
