@@ -37,7 +37,7 @@ def framework_version(name: str) -> str:
         message = f"{name} is not installed in {BENCH_SITE} (run `make bench-env`)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
-        pytest.skip(message)
+        pytest.skip(reason=message)
     if str(BENCH_SITE) not in sys.path:
         sys.path.append(str(BENCH_SITE))  # after the project's own paths: the site also ships a `tests` package
     return PathDistribution(found[-1]).version

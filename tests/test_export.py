@@ -16,13 +16,7 @@ from align.training.lora import LoraOptions
 TINY_LORA = LoraOptions(enabled=True, r=4, alpha=8, target_modules=["q_proj", "v_proj"])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy shared CPU extra threads only wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def front_matter(card: str) -> dict:

@@ -12,14 +12,7 @@ from align.ppo import Config, train_ppo
 from align.training.lora import LoraOptions
 from align.types import Prompt, RewardOutput
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy shared CPU extra threads only wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PROMPTS = [Prompt(prompt=f"Say something, number {i}.") for i in range(32)]

@@ -14,13 +14,7 @@ from align.ppo import Config, train_ppo
 from align.ppo.step import estimate_advantages
 from align.types import Prompt, RewardOutput
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PROMPTS = [Prompt(prompt=f"Say something, number {i}.", id=str(i)) for i in range(32)]

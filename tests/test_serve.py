@@ -82,7 +82,7 @@ def test_stop_strings_end_the_completion(server):
     text = greedy["choices"][0]["text"]
     stop = text[len(text) // 2: len(text) // 2 + 2] if len(text.strip()) > 4 else None
     if not stop or not stop.strip():
-        pytest.skip(f"the greedy completion {text!r} has no stop string to cut at")
+        pytest.skip(reason=f"the greedy completion {text!r} has no stop string to cut at")
     stopped = post(server, "/v1/completions", {"prompt": "Hello there", "max_tokens": 30, "temperature": 0,
                                                "stop": [stop]}).json()["choices"][0]
     assert stopped["finish_reason"] == "stop"
@@ -130,7 +130,7 @@ def test_domain_reward_by_prompt_id_uses_the_domains_own_prompt(server):
     try:
         prompt = get_domain("translation").prompts("test")[0]
     except FileNotFoundError as error:
-        pytest.skip(f"translation data absent: {error}")
+        pytest.skip(reason=f"translation data absent: {error}")
     answer = post(server, "/reward", {"prompt_ids": [prompt.id, prompt.id], "completions": [prompt.reference, "x"]})
     assert answer.status_code == 200, answer.text
     rewards, parts = answer.json()["rewards"], answer.json()["parts"]

@@ -12,14 +12,7 @@ from align.sft.data import IGNORE, Example, collate, encode_example, pack
 from align.sft.train import Config, response_loss, train_sft
 from align.types import Prompt
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy shared CPU extra threads only wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import random
 from pathlib import Path
 
 import pytest
-import torch
 
 from align.cli import main
 from align.config import ConfigError, load_config
@@ -20,12 +19,7 @@ def count_e(prompts, completions, **meta):
     return [RewardOutput(reward=float(c.count("e"))) for c in completions]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
