@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -21,19 +20,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.provenance import Run, headline
+from bench.provenance import Run, cpu, headline
 
 HH_PAIRS = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base" / "pairs.jsonl.gz"
-
-
-def cpu_description() -> dict:
-    """Model name and the bf16-relevant flags of this CPU."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                 platform.processor())
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    return {"cpu": model, "cores": os.cpu_count(),
-            "bf16_flags": sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile", "avx512f", "avx2"})}
 
 
 def train(precision: str, train_file: Path, eval_file: Path, args, output_dir: Path) -> dict:
@@ -86,14 +75,14 @@ def main() -> None:
               "pairs_per_second_all_runs": {p: [round(r["pairs_per_second"], 3) for r in found]
                                             for p, found in trials.items()},
               "fp32": runs["fp32"], "bf16": runs["bf16"], "threads": torch.get_num_threads(), "settings": vars(args)}
-    cpu = cpu_description()  # the provenance records the CPU in full; the headline names it
-    native = "native" if {"avx512_bf16", "amx_bf16"} & set(cpu["bf16_flags"]) else "emulated"
+    machine = cpu()  # as the provenance records it; the headline names it
+    native = machine["bf16"].split()[0]  # native / emulated
     run.write(args.out, result, [headline(
-        f"RM training pairs/s, bf16 over fp32 on {cpu['cpu']} (bf16 {native}; "
+        f"RM training pairs/s, bf16 over fp32 on {machine['model']} (bf16 {native}; "
         "median of alternating runs)", runs["bf16"]["pairs_per_second"], "fp32", runs["fp32"]["pairs_per_second"],
         "pairs/s")])
     print(f"bf16 {runs['bf16']['pairs_per_second']:.2f} vs fp32 {runs['fp32']['pairs_per_second']:.2f} pairs/s: "
-          f"x{result['ratio']:.2f} on {cpu['cpu']} ({', '.join(cpu['bf16_flags'])}); held-out accuracy "
+          f"x{result['ratio']:.2f} on {machine['model']} ({', '.join(machine['flags'])}); held-out accuracy "
           f"{runs['bf16']['eval_accuracy']:.3f} vs {runs['fp32']['eval_accuracy']:.3f} -> {args.out}")
 
 

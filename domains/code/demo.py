@@ -19,10 +19,6 @@ from domains.code.tasks import load_humaneval
 EASY_PROMPT_STYLE = "chat"
 
 
-def passed_count(outputs) -> int:
-    return sum(1 for o in outputs if o.parts.get("status") == "passed")
-
-
 def demo_stage(output_dir: str | Path, num_tasks: int = 4, num_easy: int = 8, model_name: str = "smollm2-135m",
                cccs_fraction: float = 0.75, progress: bool = True) -> dict:
     """Greedy completions for `num_easy` held-out easy tasks and `num_tasks` HumanEval CCCS subtasks;
@@ -55,8 +51,8 @@ def demo_stage(output_dir: str | Path, num_tasks: int = 4, num_easy: int = 8, mo
     summary["code_wall_s"] = round(time.perf_counter() - start, 1)
     plot_status(status_counts(outputs), output_dir / "status_counts.png")
     summary["plot"] = str(output_dir / "status_counts.png")
-    summary["verdict"] = (f"{model_name} greedy, sandboxed: {passed_count(outputs[:len(easy)])}/{len(easy)} held-out "
-                          f"easy tasks and {passed_count(outputs[len(easy):])}/{len(humaneval)} HumanEval CCCS subtasks "
+    summary["verdict"] = (f"{model_name} greedy, sandboxed: {status_counts(outputs[:len(easy)])['passed']}/{len(easy)} held-out "
+                          f"easy tasks and {status_counts(outputs[len(easy):])['passed']}/{len(humaneval)} HumanEval CCCS subtasks "
                           f"pass their tests (the reward the ppo stage trains on)")
     samples = [{"task_id": p.id, "prompt": p.prompt, "completion": t, "reward": o.reward, "status": o.parts["status"]}
                for p, t, o in zip(prompts, texts, outputs)]
