@@ -174,3 +174,31 @@ def test_the_kv_cache_goes_by_the_name_the_models_forward_takes(policy):
     name = cache_argument(policy[0])
     assert name in inspect.signature(policy[0].forward).parameters and cache_argument(Wrapper(policy[0])) == name
     assert cache_argument(Older()) == "past_key_values" and cache_argument(Wrapper(Older())) == "past_key_values"
+
+
+def test_generation_projects_only_the_last_position_and_samples_the_same(policy):
+    """The prompt's vocabulary projection is skipped (`logits_to_keep=1`) and greedy output does not change."""
+    from align.generation import generate, last_logits_only
+
+    model, tokenizer = policy
+    seen = []
+
+    class FullLogits(torch.nn.Module):  # a forward without logits_to_keep: every position is projected
+        def __init__(self, base):
+            super().__init__()
+            self.base, self.generation_config, self.config = base, base.generation_config, base.config
+
+        def forward(self, input_ids=None, attention_mask=None, position_ids=None, use_cache=None, cache=None,
+                    past_key_values=None):
+            kwargs = {"cache": cache} if cache is not None else {}
+            out = self.base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            use_cache=use_cache, **kwargs)
+            seen.append(out.logits.shape[1])
+            return out
+
+    assert last_logits_only(model) == {"logits_to_keep": 1} and last_logits_only(FullLogits(model)) == {}
+    prompts = ["Hello there, how", "The capital of"]
+    fast = generate(model, tokenizer, prompts, max_new_tokens=6)
+    full = generate(FullLogits(model), tokenizer, prompts, max_new_tokens=6)
+    assert seen[0] > 1  # the full path did project the whole prompt
+    assert [g.completion_ids for g in fast] == [g.completion_ids for g in full]
