@@ -158,3 +158,17 @@ def test_config_errors_name_the_key():
         load_config(Config, None, ["domain_reward=true", "rollout_batch_size=4", "batch_size=8"])
     with pytest.raises(ConfigError, match="kl_estimator"):
         load_config(Config, None, ["domain_reward=true", "kl_estimator=k2"])
+
+
+def test_held_out_evaluation_can_sample_several_completions_per_prompt(tmp_path):
+    """eval_samples completions per held-out prompt at eval_temperature, one line each, grouped by prompt id."""
+    held_out = [Prompt(prompt=f"Held out {i}.", id=f"h{i}") for i in range(3)]
+    config = tiny_config(tmp_path, max_steps=1, eval_prompts=3, eval_samples=4, eval_temperature=1.0)
+    summary = train_ppo(config, prompts=PROMPTS[:8], reward_fn=count_e, held_out=held_out)
+    lines = [json.loads(line) for line in (tmp_path / "run" / "eval_before.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["sample"]) for r in lines] == [(f"h{i}", s) for i in range(3) for s in range(4)]
+    assert len({r["completion"] for r in lines}) > 3  # sampled, not the same greedy answer four times
+    assert summary["eval_before_prompts"] == 3 and summary["eval_before_reward"] == pytest.approx(
+        sum(r["reward"] for r in lines) / len(lines))
+    with pytest.raises(ConfigError, match="eval_samples"):
+        tiny_config(tmp_path, eval_samples=2).validate()

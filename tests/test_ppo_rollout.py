@@ -9,7 +9,7 @@ from align.generation import Generation
 from align.models.value import ValueModel
 from align.ppo.losses import logprobs_from_logits
 from align.ppo.rollout import collate, completion_offsets, policy_mask, response_logprobs, response_values
-from domains.code.ppo_demo import compare_pass_at_1
+from domains.code.ppo_demo import compare_pass_rates
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +80,16 @@ def test_wilson_interval_and_mcnemar_hand_computed():
     assert mcnemar_exact(0, 0) == 1.0
 
 
-def test_compare_pass_at_1_calls_small_changes_noise():
-    before = [True, False, False, True]
-    after = [True, True, False, True]
-    result = compare_pass_at_1(before, after, "x")
-    assert result["x_pass@1_before"] == 0.5 and result["x_pass@1_after"] == 0.75
-    assert result["x_tasks_gained"] == 1 and result["x_tasks_lost"] == 0
+def test_compare_pass_rates_pairs_tasks_and_calls_small_changes_noise():
+    before = {"a": [True], "b": [False], "c": [False], "d": [True]}
+    after = {"a": [True], "b": [True], "c": [False], "d": [True]}
+    result = compare_pass_rates(before, after, "x")
+    assert result["x_pass_rate_before"] == 0.5 and result["x_pass_rate_after"] == 0.75
+    assert result["x_tasks_up"] == 1 and result["x_tasks_down"] == 0 and result["x_sign_test_p"] == 1.0
     assert result["x_verdict"].startswith("no significant change")
-    many = compare_pass_at_1([False] * 20, [True] * 10 + [False] * 10, "y")
-    assert many["y_verdict"] == "improved" and many["y_mcnemar_p"] < 0.01
+    # several samples per task: rates per task, 10 tasks up by a quarter and none down is significant
+    many = compare_pass_rates({str(i): [False] * 4 for i in range(20)},
+                              {str(i): [True, False, False, False] if i < 10 else [False] * 4 for i in range(20)}, "y")
+    assert many["y_verdict"] == "improved" and many["y_sign_test_p"] == pytest.approx(2 / 2 ** 10)
+    assert many["y_pass_rate_after"] == pytest.approx(10 * 0.25 / 20)
+    assert 0 < many["y_change_ci95_low"] < 0.125 < many["y_change_ci95_high"] <= 0.25

@@ -33,6 +33,18 @@ def mcnemar_exact(gained: int, lost: int) -> float:
     return sign_test(gained, lost)
 
 
+def bootstrap_mean_interval(values: list[float], resamples: int = 5000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean of `values` (e.g. per-task differences, so the interval
+    covers the sampling of tasks; Efron & Tibshirani 1993); (nan, nan) when empty."""
+    import random
+
+    if not values:
+        return math.nan, math.nan
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choices(values, k=len(values))) / len(values) for _ in range(resamples))
+    return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
+
+
 def roc_auc(labels: list[bool], scores: list[float]) -> float:
     """Area under the ROC curve: the probability that a random positive scores above a random negative, ties
     counting half (the Mann-Whitney U statistic over positives x negatives). NaN without both classes."""

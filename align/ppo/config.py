@@ -104,7 +104,11 @@ class Config(TrainConfig):
     lora: LoraOptions = nested(LoraOptions, "LoRA adapters for the policy and the critic.")
 
     # ---- bookkeeping
-    eval_prompts: int = doc("Held-out prompts scored greedily before and after training (0: none).", 0)
+    eval_prompts: int = doc("Held-out prompts scored before and after training (0: none).", 0)
+    eval_temperature: float = doc("Temperature of the held-out completions: 0 is greedy (the policy's single best "
+                                  "answer); the rollout temperature scores the policy as it is sampled.", 0.0)
+    eval_samples: int = doc("Completions per held-out prompt (more than 1 needs eval_temperature > 0); "
+                            "eval_before/after.jsonl hold one line per completion.", 1)
     precision: Literal["auto", "bf16", "fp32"] = doc("`bf16` autocast is faster on CPUs and GPUs; PPO ratios are "
                                                      "computed in fp32 either way.", "fp32")
     save_steps: int = doc("Write a checkpoint every N PPO steps (0: only at the end).", 50)
@@ -135,8 +139,13 @@ class Config(TrainConfig):
             raise ConfigError(f"critic_model: advantage={self.advantage} has no critic; leave critic_model unset")
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"top_p: expected a number in (0, 1], got {self.top_p!r}")
-        if self.temperature < 0:
-            raise ConfigError(f"temperature: expected a non-negative number, got {self.temperature!r}")
+        if self.temperature < 0 or self.eval_temperature < 0:
+            key = "temperature" if self.temperature < 0 else "eval_temperature"
+            raise ConfigError(f"{key}: expected a non-negative number, got {getattr(self, key)!r}")
+        if self.eval_samples < 1 or (self.eval_samples > 1 and self.eval_temperature == 0):
+            raise ConfigError(f"eval_samples: expected 1, or more with eval_temperature > 0 (greedy completions of "
+                              f"a prompt are all the same); got eval_samples={self.eval_samples!r}, "
+                              f"eval_temperature={self.eval_temperature!r}")
         for key in ("gamma", "lam"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"{key}: expected a number in [0, 1], got {getattr(self, key)!r}")

@@ -28,22 +28,23 @@ from align.types import Curriculum, Placeable, Prompt
 
 
 @torch.no_grad()
-def greedy_eval(models: Models, config: Config, rewards: RewardSources, prompts: list[Prompt], trainer: Trainer,
-                path=None) -> dict[str, float]:
-    """Mean reward (and its parts) of greedy completions of held-out prompts, each process taking its share;
-    with `path`, one JSON line per prompt (id, completion, reward, parts) is written there, for paired
-    before/after comparisons."""
+def held_out_eval(models: Models, config: Config, rewards: RewardSources, prompts: list[Prompt], trainer: Trainer,
+                  path=None) -> dict[str, float]:
+    """Mean reward (and its parts) of `eval_samples` completions per held-out prompt at `eval_temperature`
+    (greedy by default), each process taking its share; with `path`, one JSON line per completion (id, sample,
+    completion, reward, parts) is written there, for paired before/after comparisons."""
     if not prompts:
         return {}
-    greedy = dataclasses.replace(config, temperature=0.0, samples_per_prompt=1)
+    evaluation = dataclasses.replace(config, temperature=config.eval_temperature, samples_per_prompt=config.eval_samples)
 
     def evaluate_share(share: list[Prompt]) -> list[dict]:
-        generations = rollout(models, greedy, share)
-        scores = rewards(share, generations, models.tokenizer)
-        return [{"id": prompt.id, "completion": generation.text, "reward": scores.total[i].item(),
-                 "parts": scores.details[i] if scores.details else {},
+        generations = rollout(models, evaluation, share)
+        scored = [share[g.prompt_index] for g in generations]
+        scores = rewards(scored, generations, models.tokenizer)
+        return [{"id": prompt.id, "sample": i % config.eval_samples, "completion": generation.text,
+                 "reward": scores.total[i].item(), "parts": scores.details[i] if scores.details else {},
                  **{key: values[i] for key, values in scores.parts.items()}}
-                for i, (prompt, generation) in enumerate(zip(share, generations))]
+                for i, (prompt, generation) in enumerate(zip(scored, generations))]
 
     records = trainer.map_shards(prompts, evaluate_share)
     if path is not None and trainer.is_main:
@@ -102,7 +103,7 @@ def train_ppo(config: Config, prompts: list[Prompt] | None = None, reward_fn: Re
                      "kl_penalty": "loss" if config.kl_in_loss else "reward", "critic_init": models.critic_source,
                      "train_prompts": len(prompts), **data_counts}
     if held_out and trainer.resumed_from is None:
-        before = greedy_eval(models, config, rewards, held_out, trainer, run.path / "eval_before.jsonl")
+        before = held_out_eval(models, config, rewards, held_out, trainer, run.path / "eval_before.jsonl")
         summary.update({f"eval_before_{k}": v for k, v in before.items()})
         if trainer.is_main:
             (run.path / "eval_before.json").write_text(json.dumps(summary))
@@ -134,7 +135,7 @@ def train_ppo(config: Config, prompts: list[Prompt] | None = None, reward_fn: Re
     progress.close()
 
     if held_out and stop_reason is None:
-        after = greedy_eval(models, config, rewards, held_out, trainer, run.path / "eval_after.jsonl")
+        after = held_out_eval(models, config, rewards, held_out, trainer, run.path / "eval_after.jsonl")
         summary.update({f"eval_after_{k}": v for k, v in after.items()})
     metrics = [r for r in run.read_metrics() if r.get("reward") is not None]
     summary.update({
