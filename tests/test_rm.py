@@ -101,3 +101,25 @@ def test_two_heads_train_on_their_own_pairs(pairs_file, tmp_path):
 def test_denoising_needs_strengths(pairs_file, tmp_path):
     with pytest.raises(ValueError, match="needs preference strengths"):
         rm.train_reward_model(config_for(pairs_file, tmp_path / "flip", "loss.type=flip"))
+
+
+def test_frozen_bottom_layers_stay_put_and_the_layers_above_train(tmp_path):
+    from align.models import RewardModel, load_reward_model
+    from align.models.loading import transformer_blocks
+
+    rows = [{"prompt": f"Say {i}.", "chosen": f"Thank you, {i}.", "rejected": f"No, {i}."} for i in range(32)]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    overrides = [f"data={data}", "model=tiny-bert", "batch_size=8", "max_length=32", "learning_rate=1e-2",
+                 "max_steps=3", "save_steps=0", "eval_fraction=0.25", "progress=false", "report=false",
+                 "freeze_layers=1", f"output_dir={tmp_path / 'run'}"]
+    summary = rm.train_reward_model(load_config(rm.Config, None, overrides))
+    before = dict(load_reward_model("tiny-bert").model.named_parameters())
+    after = RewardModel.from_pretrained(summary["model_dir"]).model
+    assert len(transformer_blocks(after)) == 2
+    changed = {name for name, p in after.named_parameters() if name in before and not torch.equal(p, before[name])}
+    assert not {n for n in changed if ".embeddings." in n or ".layer.0." in n}, changed
+    assert {n for n in changed if ".layer.1." in n}, changed  # the top layer trained
+    with pytest.raises(ValueError, match="freeze_layers"):
+        rm.train_reward_model(load_config(rm.Config, None, [*overrides[:-1], "freeze_layers=2",
+                                                            f"output_dir={tmp_path / 'bad'}"]))

@@ -125,3 +125,27 @@ def disable_dropout(model: torch.nn.Module) -> None:
             module.p = 0.0
         if isinstance(getattr(module, "attention_dropout", None), float):
             module.attention_dropout = 0.0
+
+
+def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The repeated layers of a transformers model (BERT's `encoder.layer`, LLaMA's `layers`): its longest
+    ModuleList; empty when it has none."""
+    return max((m for m in model.modules() if isinstance(m, torch.nn.ModuleList)), key=len,
+               default=torch.nn.ModuleList())
+
+
+def freeze_bottom_layers(model: torch.nn.Module, layers: int) -> int:
+    """Fix every parameter registered before block `layers` (the embeddings and the bottom `layers` blocks, in the
+    order transformers models register them), so the backward pass stops at block `layers`; returns how many
+    parameters were frozen."""
+    blocks = transformer_blocks(model)
+    if not 0 < layers < len(blocks):
+        raise ValueError(f"freeze_layers: expected 0 < N < {len(blocks)} (the model's layers), got {layers}")
+    first_trained = next(blocks[layers].parameters())
+    frozen = 0
+    for parameter in model.parameters():
+        if parameter is first_trained:
+            return frozen
+        parameter.requires_grad_(False)
+        frozen += parameter.numel()
+    raise ValueError("freeze_layers: the model's layers are not registered in order")

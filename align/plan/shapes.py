@@ -123,7 +123,7 @@ def model_shape(source: str, kind: Kind, num_labels: int | None = None) -> Model
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from align.models.loading import is_decoder
+    from align.models.loading import is_decoder, transformer_blocks
 
     try:
         config = AutoConfig.from_pretrained(source)
@@ -140,7 +140,7 @@ def model_shape(source: str, kind: Kind, num_labels: int | None = None) -> Model
         raise ConfigError(f"{source}: cannot build a {kind.replace('_', ' ')} model from it: {error}") from None
     linears = tuple((name, m.in_features, m.out_features, sum(p.numel() for p in m.parameters()))
                     for name, m in model.named_modules() if isinstance(m, torch.nn.Linear))
-    blocks = max((m for m in model.modules() if isinstance(m, torch.nn.ModuleList)), key=len, default=[])
+    blocks = transformer_blocks(model)
     hidden = config.hidden_size
     heads = config.num_attention_heads
     return ModelShape(

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from align.models import load_reward_model
-from align.models.loading import enable_gradient_checkpointing
+from align.models.loading import enable_gradient_checkpointing, freeze_bottom_layers
 from align.rm.contrastive.term import ContrastiveRewardModel, ContrastiveTerm
 from align.rm.data import RMData
 from align.rm.evaluate import evaluate
@@ -24,7 +24,7 @@ from align.training import BatchPlan, Trainer, TrainState
 def build_reward_model(config, trainer: Trainer, head_names: list[str] | None = None):
     """The RM to train for `config` (an `align.rm.train.Config`): fresh heads (`head_names`, default
     `config.heads`) on `config.model` (a LoRA base in bf16 when the run computes in bf16), with LoRA adapters,
-    frozen word embeddings, the contrastive term and gradient checkpointing as configured."""
+    frozen word embeddings or bottom layers, the contrastive term and gradient checkpointing as configured."""
     head_names = list(head_names or config.heads)
     model = load_reward_model(config.model, num_heads=len(head_names), head_names=head_names,
                               dropout=config.model_dropout,
@@ -33,6 +33,8 @@ def build_reward_model(config, trainer: Trainer, head_names: list[str] | None = 
         model.add_lora(config.lora)
     if config.freeze_word_embeddings:
         model.model.get_input_embeddings().weight.requires_grad_(False)
+    if config.freeze_layers:
+        freeze_bottom_layers(model.model, config.freeze_layers)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     if config.contrastive.enabled:  # the term's prototypes train and checkpoint with the model
