@@ -118,3 +118,17 @@ def test_cccs_schedule_advances_on_pass_rate_and_logs():
     assert restored.log()["cccs_stage"] == 2
     with pytest.raises(ValueError, match="non-increasing"):
         CCCSSchedule(fractions=[0.2, 0.5]).validate()
+
+
+def test_easy_tiers_keep_a_tier_without_moving_the_split():
+    from domains.code.domain import CodeDomain
+
+    every = CodeDomain(tasks="easy")
+    two_step = CodeDomain(tasks="easy", tiers=["two-step"])
+    for split in ("train", "test"):
+        kept = [t.task_id for t in every.tasks(split) if t.meta["tier"] == "two-step"]
+        assert [t.task_id for t in two_step.tasks(split)] == kept and 0 < len(kept) < len(every.tasks(split))
+    with pytest.raises(ValueError, match="tiers"):
+        CodeDomain(tasks="humaneval", tiers=["two-step"])
+    with pytest.raises(ValueError, match="tiers"):
+        CodeDomain(tasks="easy", tiers=["three-step"])

@@ -37,7 +37,7 @@ class CodeDomain:
                  limit: int = -1, cccs: bool = False, cccs_fractions: list[float] | None = None,
                  cccs_threshold: float = 0.5, cccs_window: int = 64, pairs: str | None = None,
                  eval_pairs: str | None = None, backend: str = "auto", workers: int = 2, wall_s: float = 10.0,
-                 strict: bool = False, include_plus: bool = True, max_tests: int = 50):
+                 strict: bool = False, include_plus: bool = True, max_tests: int = 50, tiers: list[str] | None = None):
         if prompt_style not in ("chat", "completion"):
             raise ValueError(f"domain_options.prompt_style: expected `chat` or `completion`, got {prompt_style!r}")
         self.task_source = tasks
@@ -46,6 +46,10 @@ class CodeDomain:
         self.settings.validate()
         self.prompt_style = prompt_style
         self.seed, self.held_out_fraction, self.limit = seed, held_out_fraction, limit
+        self.tiers = list(tiers) if tiers else None  # easy tasks only: `one-step`, `two-step` (after the split)
+        if self.tiers and (tasks != "easy" or not set(self.tiers) <= {"one-step", "two-step"}):
+            raise ValueError(f"domain_options.tiers: the easy task set's tiers are one-step and two-step; got "
+                             f"{self.tiers!r} for tasks={tasks!r}")
         self.pairs_path, self.eval_pairs_path = pairs, eval_pairs
         self.load_options = {"include_plus": include_plus, "max_tests": max_tests, "backend": backend, "seed": seed}
         self.curriculum = None
@@ -58,7 +62,8 @@ class CodeDomain:
 
     # ---------------------------------------------------------------- data
     def tasks(self, split: str = "all") -> list[CodeTask]:
-        """`train` / `test` (held-out) for the easy set; a benchmark or task file is one set served
+        """`train` / `test` (held-out) for the easy set (`tiers` keeps some of its tiers; the split is made
+        first, so it does not move); a benchmark or task file is one set served
         for every split (evaluate benchmarks whole; train on your own task file)."""
         if self._tasks is None:
             self._tasks = load_tasks(self.task_source, **self.load_options)
@@ -68,6 +73,8 @@ class CodeDomain:
             tasks = train if split == "train" else held_out
         elif split not in ("train", "test", "all"):
             raise ValueError(f"code domain: unknown split {split!r} (expected train, test or all)")
+        if self.tiers:
+            tasks = [task for task in tasks if task.meta.get("tier") in self.tiers]
         return tasks[: self.limit] if self.limit > 0 else tasks
 
     def prompts(self, split: str) -> Any:

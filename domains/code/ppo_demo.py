@@ -64,7 +64,9 @@ def demo_stage(output_dir: str | Path, *, steps: int | None = None, model: str |
     extra += [f"max_steps={steps}"] if steps is not None else []
     extra += [f"model={model}"] if model is not None else []
     config: Config = load_config(Config, str(CONFIG), extra)
-    held_out = list(get_domain("code", **config.domain_options).prompts("test"))[:config.eval_prompts]
+    # held out: every tier (training may keep one, `domain_options.tiers`), as when the budget was chosen
+    held_out = list(get_domain("code", **{**config.domain_options, "tiers": None}).prompts("test"))
+    held_out = held_out[:config.eval_prompts]
     summary = train_ppo(config, held_out=held_out)
     run_dir = Path(config.output_dir)
     result = {"ppo_advantage": config.advantage, "ppo_steps": summary["steps"],
