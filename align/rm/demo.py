@@ -23,10 +23,12 @@ from align.training.rundir import RunDir
 
 RM_GOAL, AUC_GOAL = 0.63, 0.9
 
-# Chosen on a validation split of the hh training pairs (never the held-out test pairs): see README, Demo.
+# Chosen on a validation split of the hh training pairs (1,163 to train, 291 to validate; never the held-out test
+# pairs): validation accuracy 0.631 with every layer training, 0.624 with the bottom 3 of 6 frozen in 1.27x less
+# time (241 s vs 305 s), 0.607 at max_length=128, 0.603 after one epoch at lr 1e-4.
 RM_KEYS = ["model=minilm", "domain=hh", "domain_options.eval_fraction=0.2", "max_length=192", "batch_size=16",
-           "epochs=2", "learning_rate=5e-5", "warmup_ratio=0.1", "freeze_word_embeddings=true", "save_steps=50",
-           "log_steps=5"]
+           "epochs=2", "learning_rate=5e-5", "warmup_ratio=0.1", "freeze_word_embeddings=true", "freeze_layers=3",
+           "save_steps=50", "log_steps=5"]
 
 
 def rm_stage(output_dir: str | Path, seed: int = 0, overrides: list[str] | None = None) -> dict:
