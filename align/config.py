@@ -91,6 +91,8 @@ class TrainConfig:
                                        "less activation memory for about a third more compute.", False)
     resume: bool = doc("Continue from the latest checkpoint in `output_dir`.", False)
     save_steps: int = doc("Write a checkpoint every N optimizer steps (0: only at the end).", 200)
+    keep_checkpoints: int = doc("Checkpoints kept in `output_dir/checkpoints` (the newest; older ones are deleted "
+                                "once a newer one is complete).", 2)
     eval_steps: int = doc("Evaluate every N optimizer steps (0: only at the end).", 0)
     log_steps: int = doc("Append to metrics.jsonl every N optimizer steps.", 10)
     strict: bool = doc("Fail on the first bad data row (naming file, line and field) instead of skipping it.", False)
@@ -116,6 +118,8 @@ class TrainConfig:
             raise ConfigError(f"max_steps: expected a positive step count or -1, got {self.max_steps!r}")
         if self.epochs <= 0:
             raise ConfigError(f"epochs: expected a positive number, got {self.epochs!r}")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"keep_checkpoints: expected 1 or more (resuming needs one), got {self.keep_checkpoints!r}")
         for key in ("weight_decay", "max_grad_norm", "save_steps", "eval_steps"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key}: expected a non-negative number, got {getattr(self, key)!r}")

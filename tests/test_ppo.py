@@ -172,3 +172,11 @@ def test_held_out_evaluation_can_sample_several_completions_per_prompt(tmp_path)
         sum(r["reward"] for r in lines) / len(lines))
     with pytest.raises(ConfigError, match="eval_samples"):
         tiny_config(tmp_path, eval_samples=2).validate()
+
+
+def test_keep_checkpoints_bounds_what_a_run_leaves_on_disk(tmp_path):
+    config = tiny_config(tmp_path, max_steps=3, save_steps=1, keep_checkpoints=1)
+    train_ppo(config, prompts=PROMPTS, reward_fn=count_e)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-3"]
+    with pytest.raises(ConfigError, match="keep_checkpoints"):
+        tiny_config(tmp_path, keep_checkpoints=0).validate()

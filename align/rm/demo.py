@@ -28,7 +28,7 @@ RM_GOAL, AUC_GOAL = 0.63, 0.9
 # time (241 s vs 305 s), 0.607 at max_length=128, 0.603 after one epoch at lr 1e-4.
 RM_KEYS = ["model=minilm", "domain=hh", "domain_options.eval_fraction=0.2", "max_length=192", "batch_size=16",
            "epochs=2", "learning_rate=5e-5", "warmup_ratio=0.1", "freeze_word_embeddings=true", "freeze_layers=3",
-           "save_steps=50", "log_steps=5"]
+           "save_steps=50", "keep_checkpoints=1", "log_steps=5"]
 
 
 def rm_stage(output_dir: str | Path, seed: int = 0, overrides: list[str] | None = None) -> dict:

@@ -139,7 +139,8 @@ class Trainer:
 
     def __init__(self, config, output_dir: str | Path | None = None):
         self.config = config
-        self.run = RunDir(output_dir if output_dir is not None else config.output_dir)
+        self.run = RunDir(output_dir if output_dir is not None else config.output_dir,
+                          keep_checkpoints=getattr(config, "keep_checkpoints", 2))
         self.accelerator = make_accelerator(config.precision, config.grad_accum)
         set_seed(config.seed)
         self.parts: dict[str, Part] = {}
