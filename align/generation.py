@@ -121,18 +121,22 @@ def _find_stop(text: str, stop: list[str]) -> tuple[int, str] | None:
     return best
 
 
+def _forward_parameters(model) -> set[str]:
+    """The keyword names the model's forward takes (a PEFT wrapper takes **kwargs: its base model's)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return set(inspect.signature(base.forward).parameters)
+
+
 def cache_argument(model) -> str:
     """The name a model's forward takes its KV cache by: `cache` in transformers 5 (`past_key_values` there is
     deprecated, to be removed in 5.40), `past_key_values` before. The output attribute has the same name."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT wrapper takes **kwargs
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return "cache" if "cache" in _forward_parameters(model) else "past_key_values"
 
 
 def last_logits_only(model) -> dict:
     """`logits_to_keep=1` when the model's forward takes it: sampling reads only the last position, and the
     prompt's full vocabulary projection is a quarter of a 135M model's prefill."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
+    return {"logits_to_keep": 1} if "logits_to_keep" in _forward_parameters(model) else {}
 
 
 @torch.inference_mode()

@@ -103,23 +103,37 @@ def test_denoising_needs_strengths(pairs_file, tmp_path):
         rm.train_reward_model(config_for(pairs_file, tmp_path / "flip", "loss.type=flip"))
 
 
-def test_frozen_bottom_layers_stay_put_and_the_layers_above_train(tmp_path):
+def train_frozen_tiny_bert(tmp_path, *overrides: str):
+    """A few steps of tiny-bert at a high learning rate with `overrides` (the freeze options); returns the
+    overrides used, the parameters before and the trained model."""
     from align.models import RewardModel, load_reward_model
-    from align.models.loading import transformer_blocks
 
     rows = [{"prompt": f"Say {i}.", "chosen": f"Thank you, {i}.", "rejected": f"No, {i}."} for i in range(32)]
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    overrides = [f"data={data}", "model=tiny-bert", "batch_size=8", "max_length=32", "learning_rate=1e-2",
-                 "max_steps=3", "save_steps=0", "eval_fraction=0.25", "progress=false", "report=false",
-                 "freeze_layers=1", f"output_dir={tmp_path / 'run'}"]
-    summary = rm.train_reward_model(load_config(rm.Config, None, overrides))
+    keys = [f"data={data}", "model=tiny-bert", "batch_size=8", "max_length=32", "learning_rate=1e-2",
+            "max_steps=3", "save_steps=0", "eval_fraction=0.25", "progress=false", "report=false", *overrides]
+    summary = rm.train_reward_model(load_config(rm.Config, None, [*keys, f"output_dir={tmp_path / 'run'}"]))
     before = dict(load_reward_model("tiny-bert").model.named_parameters())
-    after = RewardModel.from_pretrained(summary["model_dir"]).model
+    return keys, before, RewardModel.from_pretrained(summary["model_dir"]).model
+
+
+def test_frozen_word_embeddings_stay_put(tmp_path):
+    _, before, after = train_frozen_tiny_bert(tmp_path, "freeze_word_embeddings=true")
+    assert torch.equal(before["bert.embeddings.word_embeddings.weight"], after.get_input_embeddings().weight)
+    moved = [name for name, p in after.named_parameters() if "word_embeddings" not in name
+             and name in before and not torch.equal(p, before[name])]
+    assert moved  # the rest of the encoder trained
+
+
+def test_frozen_bottom_layers_stay_put_and_the_layers_above_train(tmp_path):
+    from align.models.loading import transformer_blocks
+
+    keys, before, after = train_frozen_tiny_bert(tmp_path, "freeze_layers=1")
     assert len(transformer_blocks(after)) == 2
     changed = {name for name, p in after.named_parameters() if name in before and not torch.equal(p, before[name])}
     assert not {n for n in changed if ".embeddings." in n or ".layer.0." in n}, changed
     assert {n for n in changed if ".layer.1." in n}, changed  # the top layer trained
     with pytest.raises(ValueError, match="freeze_layers"):
-        rm.train_reward_model(load_config(rm.Config, None, [*overrides[:-1], "freeze_layers=2",
+        rm.train_reward_model(load_config(rm.Config, None, [*keys[:-1], "freeze_layers=2",
                                                             f"output_dir={tmp_path / 'bad'}"]))

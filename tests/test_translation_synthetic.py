@@ -1,13 +1,10 @@
-"""Synthetic major-error pairs (both directions), the length / pair-level evaluation, the paired bootstrap,
-and `freeze_word_embeddings` of the RM trainer."""
+"""Synthetic major-error pairs (both directions), the length / pair-level evaluation and the paired bootstrap."""
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 
 import pytest
-import torch
 
 from align.types import PreferencePair
 from domains.translation.evaluate import MAJOR_GAP, preference_pair_accuracy
@@ -99,24 +96,3 @@ def test_paired_bootstrap_interval_and_corpus_scores():
     assert zh["after"] > zh["before"]  # the zh tokeniser: a Chinese sentence is not one token
     with pytest.raises(ValueError, match="hypotheses"):
         paired_bootstrap(["a"], ["a", "b"], ["a"], "en")
-
-
-def test_frozen_word_embeddings_stay_put(tmp_path):
-    from align.config import load_config
-    from align.models import RewardModel
-    from align.models.reward import load_reward_model
-    from align.rm import train as rm
-
-    rows = [{"prompt": f"Say {i}.", "chosen": f"Thank you, {i}.", "rejected": f"No, {i}."} for i in range(32)]
-    data = tmp_path / "pairs.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    overrides = [f"data={data}", "model=tiny-bert", "batch_size=8", "max_length=32", "learning_rate=1e-2",
-                 "max_steps=3", "save_steps=0", "eval_fraction=0.25", "progress=false", "report=false",
-                 "freeze_word_embeddings=true", f"output_dir={tmp_path / 'run'}"]
-    summary = rm.train_reward_model(load_config(rm.Config, None, overrides))
-    before = load_reward_model("tiny-bert").model
-    after = RewardModel.from_pretrained(summary["model_dir"]).model
-    assert torch.equal(before.get_input_embeddings().weight, after.get_input_embeddings().weight)
-    moved = [name for name, p in after.named_parameters() if "word_embeddings" not in name
-             and name in dict(before.named_parameters()) and not torch.equal(p, dict(before.named_parameters())[name])]
-    assert moved  # the rest of the encoder trained

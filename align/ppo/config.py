@@ -139,9 +139,9 @@ class Config(TrainConfig):
             raise ConfigError(f"critic_model: advantage={self.advantage} has no critic; leave critic_model unset")
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"top_p: expected a number in (0, 1], got {self.top_p!r}")
-        if self.temperature < 0 or self.eval_temperature < 0:
-            key = "temperature" if self.temperature < 0 else "eval_temperature"
-            raise ConfigError(f"{key}: expected a non-negative number, got {getattr(self, key)!r}")
+        for key in ("temperature", "eval_temperature"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key}: expected a non-negative number, got {getattr(self, key)!r}")
         if self.eval_samples < 1 or (self.eval_samples > 1 and self.eval_temperature == 0):
             raise ConfigError(f"eval_samples: expected 1, or more with eval_temperature > 0 (greedy completions of "
                               f"a prompt are all the same); got eval_samples={self.eval_samples!r}, "
