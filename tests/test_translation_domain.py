@@ -126,6 +126,18 @@ def test_prompts_both_directions(data_dir):
                                             "\nChinese:", "response": "早上好"}]
 
 
+def test_direction_both_alternates_the_two_directions(data_dir):
+    both = TranslationDomain(data_dir=str(data_dir), direction="both").prompts("train")
+    assert [(p.meta["src_lang"], p.reference) for p in both] == [
+        ("zh", "I love you"), ("en", "我爱你"), ("zh", "Thank you"), ("en", "谢谢")]
+    assert [p.id for p in both[:2]] == ["train:zh-en:0", "train:en-zh:0"]
+    # the reward reads each prompt's own languages: a Chinese answer to an en->zh prompt passes the language guard
+    domain = TranslationDomain(data_dir=str(data_dir), direction="both", reward={"metric_weights": {"chrf": 1.0}})
+    good, copied = domain.reward([both[1], both[1]], ["我爱你", "I love you"])
+    assert good.parts["metric_chrf"] == pytest.approx(100.0) and not good.parts.get("guards_failed")
+    assert "language" in copied.parts["guards_failed"]
+
+
 def test_reward_without_a_model_is_guards_and_metrics(data_dir):
     domain = TranslationDomain(data_dir=str(data_dir), reward={"metric_weights": {"chrf": 1.0}})
     prompt = domain.prompts("test")[0]

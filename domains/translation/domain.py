@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 from collections import Counter
 from pathlib import Path
@@ -68,7 +69,10 @@ class TranslationDomain:
                  reward: dict | RewardConfig | None = None, comet_model: str | None = None, batch_size: int = 32,
                  max_length: int = 256, rm_reference: bool = False, exclude_docs: list[str] | None = None,
                  synthetic_pairs: int = 0):
-        self.src_lang, self.tgt_lang = parse_direction(direction)
+        # `both`: parallel-text prompts in both directions of the ALMA pair (one policy that translates either
+        # way); preference data stays zh-en, the direction of the MQM annotations
+        self.directions = [("zh", "en"), ("en", "zh")] if direction == "both" else [parse_direction(direction)]
+        self.src_lang, self.tgt_lang = self.directions[0]
         if min_gap < 0:
             raise ConfigError(f"domain_options.min_gap: expected a non-negative number, got {min_gap!r}")
         self.aspects = tuple(aspects or ("overall",) + mqm.ASPECTS)
@@ -188,13 +192,17 @@ class TranslationDomain:
         return [p for p in pairs if in_test_split(p.extra["source_text"], self.test_fraction) == (split == "test")]
 
     def prompts(self, split: str) -> list[Prompt]:
-        """Parallel sentences (ALMA zh-en, both directions) as prompts; `reference` is the SFT target."""
+        """Parallel sentences (ALMA zh-en) as prompts in the domain's direction; `reference` is the SFT target.
+        With `direction=both` the two directions alternate (zh-en, en-zh, ...), so the first N prompts hold both."""
         directory = self.resolve_data_dir() / ALMA_DIR
         if not directory.is_dir():
             raise FileNotFoundError(f"parallel text not found: {directory}")
-        rows = parallel_split(directory, split, self.src_lang, self.tgt_lang)
-        return [make_prompt(src, self.src_lang, self.tgt_lang, reference=tgt, id=f"{split}:{i}")
-                for i, (src, tgt) in enumerate(rows)]
+        per_direction = []
+        for src_lang, tgt_lang in self.directions:
+            tag = f"{split}:{src_lang}-{tgt_lang}" if len(self.directions) > 1 else split
+            per_direction.append([make_prompt(src, src_lang, tgt_lang, reference=tgt, id=f"{tag}:{i}")
+                                  for i, (src, tgt) in enumerate(parallel_split(directory, split, src_lang, tgt_lang))])
+        return [p for row in itertools.zip_longest(*per_direction) for p in row if p is not None]
 
     def sft_examples(self, split: str) -> list[dict[str, str]]:
         """`{"prompt", "response"}` rows for supervised fine-tuning."""
@@ -237,15 +245,17 @@ class TranslationDomain:
                 self._reward_model.to(self._device)
         return self._reward_model
 
-    def rm_prompt(self, source: str, reference: str | None) -> str:
-        """The text the reward model reads before a translation of `source` (with the reference when
-        `rm_reference` is set; a missing one is an error, never a silent fallback)."""
+    def rm_prompt(self, source: str, reference: str | None, src_lang: str | None = None,
+                  tgt_lang: str | None = None) -> str:
+        """The text the reward model reads before a translation of `source` (in the domain's direction unless
+        given; with the reference when `rm_reference` is set: a missing one is an error, never a silent fallback)."""
+        src_lang, tgt_lang = src_lang or self.src_lang, tgt_lang or self.tgt_lang
         if not self.rm_reference:
-            return format_prompt(source, self.src_lang, self.tgt_lang)
+            return format_prompt(source, src_lang, tgt_lang)
         if not reference:
             raise ValueError("domain_options.rm_reference=true: the reward model reads the reference "
                              f"translation, but the prompt for source {source[:40]!r} has none")
-        return reward_model_prompt(source, self.src_lang, self.tgt_lang, reference)
+        return reward_model_prompt(source, src_lang, tgt_lang, reference)
 
     def head_rewards(self, prompts: list[Prompt | str], completions: list[str]) -> list[dict[str, float]]:
         """Raw reward of every head for each (prompt, completion), scored as the RM was trained."""
@@ -261,8 +271,8 @@ class TranslationDomain:
         texts = []
         for prompt, completion in zip(prompts, completions):
             if self.rm_reference:
-                source, _, _, reference = prompt_fields(prompt, self.src_lang, self.tgt_lang)
-                text = self.rm_prompt(source or "", reference)
+                source, src_lang, tgt_lang, reference = prompt_fields(prompt, self.src_lang, self.tgt_lang)
+                text = self.rm_prompt(source or "", reference, src_lang, tgt_lang)
             else:
                 text = prompt.prompt if isinstance(prompt, Prompt) else prompt
             texts.append(text + response_separator(text) + completion)
