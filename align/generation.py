@@ -122,8 +122,9 @@ def _find_stop(text: str, stop: list[str]) -> tuple[int, str] | None:
 
 
 def _forward_parameters(model) -> set[str]:
-    """The keyword names the model's forward takes (a PEFT wrapper takes **kwargs: its base model's)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    """The keyword names the model's forward takes (a DDP or PEFT wrapper takes **kwargs: its model's)."""
+    base = getattr(model, "module", model)
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base
     return set(inspect.signature(base.forward).parameters)
 
 
@@ -133,10 +134,16 @@ def cache_argument(model) -> str:
     return "cache" if "cache" in _forward_parameters(model) else "past_key_values"
 
 
+def keep_logits(model, keep: int | torch.Tensor) -> dict:
+    """`logits_to_keep=keep` when the model's forward takes it (an int: the last `keep` positions; a 1-D tensor:
+    these positions), else nothing: the vocabulary projection is skipped where no one reads its logits."""
+    return {"logits_to_keep": keep} if "logits_to_keep" in _forward_parameters(model) else {}
+
+
 def last_logits_only(model) -> dict:
-    """`logits_to_keep=1` when the model's forward takes it: sampling reads only the last position, and the
-    prompt's full vocabulary projection is a quarter of a 135M model's prefill."""
-    return {"logits_to_keep": 1} if "logits_to_keep" in _forward_parameters(model) else {}
+    """Sampling reads only the last position: the prompt's full vocabulary projection is a quarter of a 135M
+    model's prefill."""
+    return keep_logits(model, 1)
 
 
 @torch.inference_mode()

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from align.models import load_tokenizer
+from align.models import load_causal_lm, load_tokenizer
 from align.sft.data import IGNORE, Example, collate, encode_example, pack
 from align.sft.train import Config, response_loss, train_sft
 from align.types import Prompt
@@ -42,15 +43,52 @@ def test_plain_format_puts_a_space_after_the_prompt_and_truncates_the_prompt_fir
     assert [t for t in short.labels if t != IGNORE] == labelled  # the response survives whole
 
 
-def test_response_loss_ignores_prompt_and_padding_tokens():
+class FixedLogits(torch.nn.Module):
+    """A stand-in causal LM returning fixed logits; with `keep`, its forward takes `logits_to_keep` like
+    transformers' models (a 1-D tensor selects positions)."""
+
+    def __init__(self, logits, keep: bool):
+        super().__init__()
+        self.logits, self.kept = logits, []
+        if keep:
+            self.forward = self.forward_keep
+
+    def forward(self, input_ids, attention_mask, use_cache):
+        return SimpleNamespace(logits=self.logits)
+
+    def forward_keep(self, input_ids, attention_mask, use_cache, logits_to_keep=0):
+        self.kept.append(logits_to_keep.tolist())
+        return SimpleNamespace(logits=self.logits[:, logits_to_keep])
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_response_loss_ignores_prompt_and_padding_tokens(keep):
     # vocabulary 3; row 0: tokens [0, 1, 2] with label only on position 2 (predicted from position 1)
     logits = torch.zeros(2, 3, 3)
     logits[0, 1] = torch.tensor([0.0, 0.0, 2.0])       # predicts token 2 with p = e^2 / (e^2 + 2)
     logits[1, 0] = torch.tensor([5.0, -9.0, 9.0])      # prompt position of row 1: must not count
     labels = torch.tensor([[IGNORE, IGNORE, 2], [IGNORE, IGNORE, IGNORE]])
-    loss, count = response_loss(logits, labels)
+    model = FixedLogits(logits, keep)
+    loss, count = response_loss(model, {"input_ids": labels.clamp(min=0), "attention_mask": labels * 0 + 1,
+                                        "labels": labels})
     expected = -torch.log(torch.exp(torch.tensor(2.0)) / (torch.exp(torch.tensor(2.0)) + 2))
     assert count == 1 and loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    assert model.kept == ([[1]] if keep else [])  # only the position whose next token is labelled is projected
+
+
+def test_response_loss_matches_the_full_projection_on_a_real_model():
+    torch.manual_seed(0)
+    model = load_causal_lm("tiny-llama").eval()
+    input_ids = torch.randint(3, 200, (3, 9))
+    labels = torch.full_like(input_ids, IGNORE)
+    labels[0, 4:], labels[1, 6:8], labels[2, 2:5] = input_ids[0, 4:], input_ids[1, 6:8], input_ids[2, 2:5]
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+    with torch.no_grad():
+        loss, count = response_loss(model, batch)
+        logits = model(input_ids=input_ids).logits[:, :-1]
+    full = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                             ignore_index=IGNORE, reduction="sum")
+    assert count == 10 and loss.item() == pytest.approx(full.item(), rel=1e-5)
 
 
 def test_collate_and_packing_keep_labels_aligned():
