@@ -9,7 +9,9 @@ import torch
 
 from align.config import ConfigError, load_config
 from align.ppo import Config, train_ppo
+from align.ppo.report import write_ppo_report
 from align.training.lora import LoraOptions
+from align.training.rundir import RunDir
 from align.types import Prompt, RewardOutput
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -170,6 +172,9 @@ def test_held_out_evaluation_can_sample_several_completions_per_prompt(tmp_path)
     assert len({r["completion"] for r in lines}) > 3  # sampled, not the same greedy answer four times
     assert summary["eval_before_prompts"] == 3 and summary["eval_before_reward"] == pytest.approx(
         sum(r["reward"] for r in lines) / len(lines))
+    assert "eval_before_sample" not in summary  # the sample index is bookkeeping, not a reward part
+    report = write_ppo_report(RunDir(tmp_path / "run"), summary).read_text()
+    assert "## Held-out prompts, 4 sampled per prompt at T=1" in report
     with pytest.raises(ConfigError, match="eval_samples"):
         tiny_config(tmp_path, eval_samples=2).validate()
 

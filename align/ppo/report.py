@@ -33,10 +33,12 @@ def write_ppo_report(run: RunDir, summary: dict[str, Any]) -> Path:
     before = {k[len("eval_before_"):]: v for k, v in summary.items() if k.startswith("eval_before_")}
     after = {k[len("eval_after_"):]: v for k, v in summary.items() if k.startswith("eval_after_")}
     if before:
-        rows = ["| held-out (greedy) | before | after |", "|---|---|---|"]
+        temperature, samples = summary.get("eval_temperature", 0.0), summary.get("eval_samples", 1)
+        how = "greedy" if not temperature else f"{samples} sampled per prompt at T={temperature:g}"
+        rows = [f"| held-out ({how}) | before | after |", "|---|---|---|"]
         for key, value in before.items():
             rows.append(f"| `{key}` | {_fmt(value)} | {_fmt(after.get(key))} |")
-        sections.append(("Held-out prompts, greedy", "\n".join(rows), None))
+        sections.append((f"Held-out prompts, {how}", "\n".join(rows), None))
     sections.append(("Summary", summary_table(summary), None))
     advantage = summary.get("advantage", "gae")
     title = "PPO-max run" if advantage == "gae" else f"Critic-free PPO run ({advantage} advantages)"

@@ -53,7 +53,8 @@ def held_out_eval(models: Models, config: Config, rewards: RewardSources, prompt
                 record = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
                 handle.write(json.dumps(record, default=str) + "\n")
     keep = [i for i, r in enumerate(records) if math.isfinite(r["reward"])]
-    parts = {key: [r[key] for r in records] for key in records[0] if key not in ("id", "completion", "reward", "parts")}
+    parts = {key: [r[key] for r in records] for key in records[0]
+             if key not in ("id", "sample", "completion", "reward", "parts")}
     return {"reward": sum(records[i]["reward"] for i in keep) / len(keep) if keep else float("nan"),
             "prompts": len(prompts), "scored": len(keep), **mean_parts(parts, keep)}
 
@@ -101,7 +102,8 @@ def train_ppo(config: Config, prompts: list[Prompt] | None = None, reward_fn: Re
 
     summary: dict = {"advantage": config.advantage, "samples_per_prompt": config.samples_per_prompt,
                      "kl_penalty": "loss" if config.kl_in_loss else "reward", "critic_init": models.critic_source,
-                     "train_prompts": len(prompts), **data_counts}
+                     "train_prompts": len(prompts), "eval_temperature": config.eval_temperature,
+                     "eval_samples": config.eval_samples, **data_counts}
     if held_out and trainer.resumed_from is None:
         before = held_out_eval(models, config, rewards, held_out, trainer, run.path / "eval_before.jsonl")
         summary.update({f"eval_before_{k}": v for k, v in before.items()})
