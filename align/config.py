@@ -87,6 +87,10 @@ class TrainConfig:
                                                      "(reference, reward model, a LoRA base) in bf16; `auto`: bf16 "
                                                      "where the device computes it natively (see README, Precision).",
                                                      "auto")
+    freeze_word_embeddings: bool = doc("Keep the input word embeddings fixed (not trained, no optimizer state): "
+                                       "most of a large-vocabulary model (multilingual-e5-small: 96M of 118M "
+                                       "parameters; Gemma 3 270M: 168M of 268M, where the output projection is "
+                                       "tied to them and stays fixed too), of which one task uses few rows.", False)
     gradient_checkpointing: bool = doc("Recompute activations in the backward pass instead of storing them: much "
                                        "less activation memory for about a third more compute.", False)
     resume: bool = doc("Continue from the latest checkpoint in `output_dir`.", False)

@@ -179,6 +179,15 @@ def test_held_out_evaluation_can_sample_several_completions_per_prompt(tmp_path)
         tiny_config(tmp_path, eval_samples=2).validate()
 
 
+def test_frozen_word_embeddings_stay_as_loaded_while_the_policy_trains(tmp_path):
+    from align.models import load_causal_lm
+
+    train_ppo(tiny_config(tmp_path, max_steps=2, freeze_word_embeddings=True), prompts=PROMPTS, reward_fn=count_e)
+    base, tuned = load_causal_lm("tiny-llama"), load_causal_lm(str(tmp_path / "run" / "model"))
+    assert torch.equal(tuned.get_input_embeddings().weight, base.get_input_embeddings().weight)
+    assert not torch.equal(tuned.model.layers[0].mlp.up_proj.weight, base.model.layers[0].mlp.up_proj.weight)
+
+
 def test_keep_checkpoints_bounds_what_a_run_leaves_on_disk(tmp_path):
     config = tiny_config(tmp_path, max_steps=3, save_steps=1, keep_checkpoints=1)
     train_ppo(config, prompts=PROMPTS, reward_fn=count_e)

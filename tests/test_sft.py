@@ -151,3 +151,10 @@ def test_lora_trains_only_adapters(tmp_path):
     summary = train_sft(sft_config(tmp_path, max_steps=2, lora=LoraOptions(enabled=True, r=4, alpha=8)))
     assert (tmp_path / "sft" / "model" / "adapter_model.safetensors").exists()
     assert summary["steps"] == 2
+
+
+def test_frozen_word_embeddings_stay_as_loaded_while_the_layers_train(tmp_path):
+    train_sft(sft_config(tmp_path, max_steps=3, freeze_word_embeddings=True))
+    base, tuned = load_causal_lm("tiny-llama"), load_causal_lm(str(tmp_path / "sft" / "model"))
+    assert torch.equal(tuned.get_input_embeddings().weight, base.get_input_embeddings().weight)
+    assert not torch.equal(tuned.model.layers[0].mlp.up_proj.weight, base.model.layers[0].mlp.up_proj.weight)

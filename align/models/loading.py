@@ -134,6 +134,13 @@ def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
                default=torch.nn.ModuleList())
 
 
+def freeze_word_embeddings(model: torch.nn.Module) -> int:
+    """Fix the input word embeddings (and an output projection tied to them); returns how many parameters."""
+    weight = model.get_input_embeddings().weight
+    weight.requires_grad_(False)
+    return weight.numel()
+
+
 def freeze_bottom_layers(model: torch.nn.Module, layers: int) -> int:
     """Fix every parameter registered before block `layers` (the embeddings and the bottom `layers` blocks, in the
     order transformers models register them), so the backward pass stops at block `layers`; returns how many

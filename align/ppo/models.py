@@ -62,13 +62,15 @@ def load_reward_source(config, dtype: torch.dtype = torch.float32):
 def load_models(config, trainer) -> Models:
     """Policy (+ LoRA), reference, critic and RM as `config` says, on the trainer's device and in its dtypes."""
     from align.models import RewardModel, load_causal_lm, load_tokenizer
-    from align.models.loading import disable_dropout, enable_gradient_checkpointing
+    from align.models.loading import disable_dropout, enable_gradient_checkpointing, freeze_word_embeddings
 
     device, lora = trainer.device, config.lora.enabled
     frozen_dtype, trained_dtype = trainer.weights_dtype(trainable=False), trainer.weights_dtype(trainable=not lora)
     tokenizer = load_tokenizer(config.model, padding_side="left")
     policy = load_causal_lm(config.model, dtype=trained_dtype)
     reference = None
+    if config.freeze_word_embeddings:
+        freeze_word_embeddings(policy)
     if lora:
         policy = add_lora(policy, config.lora)
     else:

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from align.models import load_reward_model
-from align.models.loading import enable_gradient_checkpointing, freeze_bottom_layers
+from align.models.loading import enable_gradient_checkpointing, freeze_bottom_layers, freeze_word_embeddings
 from align.rm.contrastive.term import ContrastiveRewardModel, ContrastiveTerm
 from align.rm.data import RMData
 from align.rm.evaluate import evaluate
@@ -32,7 +32,7 @@ def build_reward_model(config, trainer: Trainer, head_names: list[str] | None = 
     if config.lora.enabled:
         model.add_lora(config.lora)
     if config.freeze_word_embeddings:
-        model.model.get_input_embeddings().weight.requires_grad_(False)
+        freeze_word_embeddings(model.model)
     if config.freeze_layers:
         freeze_bottom_layers(model.model, config.freeze_layers)
     if config.gradient_checkpointing:

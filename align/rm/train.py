@@ -36,9 +36,6 @@ class Config(TrainConfig):
     domain_options: dict = doc("Keyword options for the domain adapter (e.g. `domain_options.subset=helpful-base`).",
                                {})
     dropout: float | None = doc("Dropout rate inside the model; empty keeps the model's own.", None)
-    freeze_word_embeddings: bool = doc("Keep the backbone's input word embeddings fixed (not trained, no optimizer "
-                                       "state): most of a large-vocabulary encoder (multilingual-e5-small: 96M of "
-                                       "118M parameters), of which a preference set uses a few thousand rows.", False)
     freeze_layers: int = doc("Keep the embeddings and the bottom N transformer layers fixed: the backward pass stops "
                              "above them (MiniLM's 6 layers with 3 frozen: a third less compute per step).", 0)
     loss: LossConfig = nested(LossConfig, "Pairwise loss and strength-aware denoising.")

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from align.config import ConfigError, TrainConfig, doc, nested
 from align.generation import keep_logits
 from align.models import load_causal_lm, load_tokenizer
-from align.models.loading import enable_gradient_checkpointing
+from align.models.loading import enable_gradient_checkpointing, freeze_word_embeddings
 from align.sft.data import IGNORE, Example, collate, load_examples, pack, response_tokens
 from align.training import BatchPlan, Trainer, TrainState
 from align.training.lora import LoraOptions, add_lora
@@ -42,10 +42,6 @@ class Config(TrainConfig):
     packing: bool = doc("Concatenate examples into rows of `max_length` tokens (no padding; examples in one row "
                         "attend to each other, as in TRL's packing).", False)
     learning_rate: float = doc("Peak learning rate.", 2e-5)
-    freeze_word_embeddings: bool = doc("Keep the input word embeddings fixed (not trained, no optimizer state); "
-                                       "where the output projection is tied to them (Gemma 3: 168M of 268M "
-                                       "parameters) it stays fixed too and its weight gradient is never computed.",
-                                       False)
     log_steps: int = doc("Append to metrics.jsonl every N optimizer steps.", 5)
     eval_batch_size: int = doc("Examples per evaluation batch.", 16)
     lora: LoraOptions = nested(LoraOptions, "LoRA adapters instead of full fine-tuning.")
@@ -107,7 +103,7 @@ def build_policy(config: Config, trainer: Trainer):
     if config.lora.enabled:
         model = add_lora(model, config.lora)
     if config.freeze_word_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
+        freeze_word_embeddings(model)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     return model

@@ -56,7 +56,6 @@ class Config(TrainConfig):
                            ["overall"])
     domain_options: dict = doc("Keyword options for the domain adapter.", {})
     dropout: float | None = doc("Dropout rate inside the members; empty keeps the model's own.", None)
-    freeze_word_embeddings: bool = doc("Keep the members' input word embeddings fixed (as `align rm`).", False)
     lora: LoraOptions = nested(LoraOptions, "LoRA adapters on each member's backbone (as `align rm`).")
     clean_action: Literal["flip", "discard"] = doc("What cleaned.jsonl does with flagged pairs.", "flip")
     flag_threshold: float = doc("Flag a pair when its mean strength is below this value.", 0.0)
