@@ -16,6 +16,7 @@ same in all three (they differ in cost, not in what is computed at the labelled 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -51,7 +52,7 @@ def run_variant(name: str, args, output_dir: Path) -> dict:
         sft.keep_logits = original
     rows = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "loss" in r]
-    step_seconds = [b["time"] - a["time"] for a, b in zip(rows, rows[1:])]  # from the end of step 1 onwards
+    step_seconds = [b["time"] - a["time"] for a, b in itertools.pairwise(rows)]  # from the end of step 1 onwards
     return {"seconds_per_step": statistics.median(step_seconds), "first_loss": rows[0]["loss"],
             "steps": len(rows)}
 

@@ -9,6 +9,8 @@ after every (candidate, direction), so a stopped run keeps what it measured.
 
     python bench/translation_policy.py --sentences 40
     python bench/translation_policy.py --models smollm2-135m gemma3-270m --directions zh-en
+    python bench/translation_policy.py --models gemma3-270m runs/translation-sft-gemma3/model \
+        runs/translation-ppo-gemma3/model --baseline gemma3-270m runs/translation-sft-gemma3/model --sentences 200
 """
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.provenance import Run, headline
 
 
 def translate(model_name: str, prompts, batch_size: int, max_new_tokens: int) -> tuple[list[str], float]:
@@ -48,10 +53,14 @@ def main() -> None:
     parser.add_argument("--split", default="test", help="ALMA split the sentences come from")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=96)
-    parser.add_argument("--baseline", default=None, help="compare every other model with this one (e.g. the policy "
-                        "before SFT) instead of the best with the others")
+    parser.add_argument("--baseline", nargs="+", default=None, help="compare every model listed after a baseline "
+                        "in --models with it (e.g. the base and the SFT policy: base->SFT, base->PPO, SFT->PPO) "
+                        "instead of the best with the others")
     parser.add_argument("--name", default="translation_policy")
     args = parser.parse_args()
+    if any(b not in args.models for b in args.baseline or []):
+        parser.error(f"--baseline {args.baseline}: each baseline must also be one of --models {args.models}")
+    run = Run(__file__)
 
     from domains.translation.domain import TranslationDomain
     from domains.translation.guards import GuardConfig, run_guards
@@ -80,14 +89,19 @@ def main() -> None:
                   f"guards reject {rejected}/{len(prompts)} ({seconds:.0f} s)", flush=True)
         # the best candidate (or each model against --baseline) on the same sentences: paired bootstrap
         ranked = sorted(args.models, key=lambda m: -result["candidates"][m][direction]["chrf"])
-        comparisons = ([(m, args.baseline) for m in args.models if m != args.baseline] if args.baseline
-                       else [(ranked[0], other) for other in ranked[1:]])
+        comparisons = ([(m, b) for b in args.baseline for m in args.models[args.models.index(b) + 1:]]
+                       if args.baseline else [(ranked[0], other) for other in ranked[1:]])
         for model_name, other in comparisons:
             result["candidates"][model_name][direction][f"vs_{other}"] = paired_bootstrap(
                 result["outputs"][other][direction], result["outputs"][model_name][direction], references,
                 domain.tgt_lang)
         result[f"best_{direction}"] = ranked[0]
-    out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    headlines = [headline(f"chrF of {model} over {other}, first {args.sentences} ALMA {args.split} sentences {d} "
+                          f"(paired-bootstrap 95% CI of the change {c['low']:+.1f}..{c['high']:+.1f})",
+                          c["after"], other, c["before"], "chrF")
+                 for d in args.directions for model in args.models
+                 for other, c in [(k[3:], v) for k, v in result["candidates"][model][d].items() if k.startswith("vs_")]]
+    run.write(out, {k: v for k, v in result.items() if k != "command"}, headlines)
     line = "; ".join(f"{d}: " + ", ".join(f"{m} {result['candidates'][m][d]['chrf']:.1f}" for m in args.models)
                      + f" (best {result[f'best_{d}']})" for d in args.directions)
     print(f"translation_policy [chrF, first {args.sentences} ALMA test sentences] {line} -> {out}")
