@@ -78,6 +78,8 @@ def test_numbers():
         "1000": 1, "2.5": 1, "6": 1, "8": 1}
     assert failed(GOOD.replace("28", "29")) == ["numbers"]
     assert failed(GOOD.replace("28", "twenty-eight")) == []
+    # "one" alone is left out (a pronoun more often than a number), after a hyphen it counts
+    assert numbers("this one, twenty-one, Thirty-One") == {"21": 1, "31": 1}
     assert failed("A chef aged 28 was found dead in a San Francisco mall at 9.") == ["numbers"]
     # a Chinese magnitude word (3万 = 30,000) is not compared digit for digit
     assert "numbers" not in failed("About 30,000 people came.", source="大约3万人来了。")

@@ -42,8 +42,10 @@ _NUMBER_WORDS.update({w: 10 * i for i, w in enumerate(["twenty", "thirty", "fort
 del _NUMBER_WORDS["one"]
 _NUMBER_WORDS.update({m: i for i, m in enumerate(["january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december"], start=1)})
 del _NUMBER_WORDS["may"]  # a verb far more often than a month
-_NUMBER_WORD = re.compile(r"\b(" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + r")(?:-(one|two|three|four|"
-                          r"five|six|seven|eight|nine))?\b", re.IGNORECASE)
+_UNIT_WORDS = {w: i for i, w in enumerate(["one", "two", "three", "four", "five", "six", "seven", "eight", "nine"],
+                                            start=1)}  # after a hyphen ("twenty-one"), "one" is a number
+_NUMBER_WORD = re.compile(r"\b(" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + r")(?:-("
+                          + "|".join(_UNIT_WORDS) + r"))?\b", re.IGNORECASE)
 
 DEFAULT_COMMENTARY = [
     r"^\s*(here is|here's|below is|sure|certainly|of course|okay|ok)\b[^\n]{0,80}(translat|version)",
@@ -133,7 +135,7 @@ def numbers(text: str) -> Counter:
         cleaned = match.replace(",", "") if re.fullmatch(r"\d{1,3}(,\d{3})+(\.\d+)?", match) else match
         found[cleaned.rstrip(".,")] += 1
     for tens, unit in _NUMBER_WORD.findall(text):
-        found[str(_NUMBER_WORDS[tens.lower()] + (_NUMBER_WORDS[unit.lower()] if unit else 0))] += 1
+        found[str(_NUMBER_WORDS[tens.lower()] + (_UNIT_WORDS[unit.lower()] if unit else 0))] += 1
     return found
 
 
