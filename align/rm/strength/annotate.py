@@ -89,7 +89,7 @@ def member_config(config: Config) -> rm.Config:
     """The `align rm` config a member trains with (same model, data and optimisation keys, plain BT loss)."""
     shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)}
     return rm.Config(**shared, heads=list(config.heads), domain_options=dict(config.domain_options),
-                     dropout=config.dropout, freeze_word_embeddings=config.freeze_word_embeddings,
+                     dropout=config.dropout,
                      lora=dataclasses.replace(config.lora), eval_batch_size=config.eval_batch_size, report=False)
 
 
