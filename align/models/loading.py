@@ -134,11 +134,9 @@ def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
                default=torch.nn.ModuleList())
 
 
-def freeze_word_embeddings(model: torch.nn.Module) -> int:
-    """Fix the input word embeddings (and an output projection tied to them); returns how many parameters."""
-    weight = model.get_input_embeddings().weight
-    weight.requires_grad_(False)
-    return weight.numel()
+def freeze_word_embeddings(model: torch.nn.Module) -> None:
+    """Fix the input word embeddings (and an output projection tied to them)."""
+    model.get_input_embeddings().weight.requires_grad_(False)
 
 
 def freeze_bottom_layers(model: torch.nn.Module, layers: int) -> int:

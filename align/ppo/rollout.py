@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from align.data import render_prompt, response_separator
-from align.generation import Generation
+from align.generation import Generation, keep_logits
 from align.ppo.losses import entropy_from_logits, logprobs_from_logits
 from align.types import Prompt, RewardOutput
 
@@ -58,11 +58,12 @@ def collate(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id
 
 
 def response_logits(model, batch: Batch) -> torch.Tensor:
-    """Logits [B, T, V] of the distributions that produced the response tokens (only those are computed)."""
+    """Logits [B, T, V] of the distributions that produced the response tokens (only those are computed where
+    the model's forward takes `logits_to_keep`)."""
     length = batch.response_ids.shape[1]
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-                logits_to_keep=length + 1, use_cache=False)
-    return out.logits[:, :-1]
+                use_cache=False, **keep_logits(model, length + 1))
+    return out.logits[:, -(length + 1):-1]
 
 
 def response_logprobs(model, batch: Batch, with_entropy: bool = False):

@@ -89,8 +89,8 @@ def member_config(config: Config) -> rm.Config:
     """The `align rm` config a member trains with (same model, data and optimisation keys, plain BT loss)."""
     shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)}
     return rm.Config(**shared, heads=list(config.heads), domain_options=dict(config.domain_options),
-                     dropout=config.dropout,
-                     lora=dataclasses.replace(config.lora), eval_batch_size=config.eval_batch_size, report=False)
+                     dropout=config.dropout, lora=dataclasses.replace(config.lora),
+                     eval_batch_size=config.eval_batch_size, report=False)
 
 
 # --------------------------------------------------------------------------- annotated and cleaned data
