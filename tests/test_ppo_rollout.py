@@ -8,7 +8,14 @@ from align.eval.stats import mcnemar_exact, wilson_interval
 from align.generation import Generation
 from align.models.value import ValueModel
 from align.ppo.losses import logprobs_from_logits
-from align.ppo.rollout import collate, completion_offsets, policy_mask, response_logprobs, response_values
+from align.ppo.rollout import (
+    collate,
+    completion_offsets,
+    policy_mask,
+    response_logprobs,
+    response_values,
+    shared_prompt_rows,
+)
 from domains.code.ppo_demo import compare_pass_rates
 
 
@@ -48,6 +55,36 @@ def test_padded_logprobs_and_values_equal_unpadded_ones(tiny):
             assert torch.allclose(logprobs[row, :len(completion)], expected, atol=1e-5)
             hidden = critic(ids, torch.ones_like(ids))[0, len(prompt) - 1:-1]
             assert torch.allclose(values[row, :len(completion)], hidden, atol=1e-5)
+
+
+def test_rows_sharing_a_prompt_get_the_logprobs_and_gradients_of_the_full_forward(tiny):
+    model, _ = tiny
+    # two prompts of different lengths (left padding), 3 samples each, rows shuffled as a minibatch would be
+    prompts = [[5, 6, 7, 8]] * 3 + [[9, 10]] * 3
+    completions = [[11, 12], [13], [14, 15, 16], [17, 18, 19], [20], [21, 22]]
+    order = [4, 0, 5, 2, 1, 3]
+    batch = collate([prompts[i] for i in order], [completions[i] for i in order], pad_id=0)
+    first, inverse = shared_prompt_rows(model, batch)
+    assert len(first) == 2 and inverse.tolist() in ([0, 1, 0, 1, 1, 0], [1, 0, 1, 0, 0, 1])
+    model.train()  # gradients as in the update: the shared path and the full forward must give the same ones
+    try:
+        shared = response_logprobs(model, batch)
+        shared_gradients = torch.autograd.grad((shared * batch.response_mask).sum(), list(model.parameters()))
+        plain = collate([prompts[i] for i in order], [completions[i] for i in order], pad_id=0)
+        with torch.no_grad():  # one row at a time: no row shares anything
+            for row in range(len(order)):
+                alone = plain.select(torch.tensor([row]))
+                assert shared_prompt_rows(model, alone) is None
+                length = int(alone.response_mask.sum())
+                expected = response_logprobs(model, alone)[0, :length]
+                assert torch.allclose(shared[row, :length], expected, atol=1e-5)
+        full = [response_logprobs(model, plain.select(torch.tensor([row]))) for row in range(len(order))]
+        full_gradients = torch.autograd.grad(sum((f * m).sum() for f, m in zip(full, plain.response_mask[:, None])),
+                                             list(model.parameters()))
+    finally:
+        model.eval()
+    for got, expected in zip(shared_gradients, full_gradients):
+        assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
 
 
 def test_completion_offsets_cover_the_text_token_by_token(tiny):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from align.data import render_prompt, response_separator
-from align.generation import Generation, keep_logits
+from align.generation import Generation, cache_argument, keep_logits
 from align.ppo.losses import entropy_from_logits, logprobs_from_logits
 from align.types import Prompt, RewardOutput
 
@@ -59,11 +59,51 @@ def collate(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id
 
 def response_logits(model, batch: Batch) -> torch.Tensor:
     """Logits [B, T, V] of the distributions that produced the response tokens (only those are computed where
-    the model's forward takes `logits_to_keep`)."""
+    the model's forward takes `logits_to_keep`). Rows that share a prompt (a group's samples) run it once: see
+    `shared_prompt_logits`."""
     length = batch.response_ids.shape[1]
+    shared = shared_prompt_rows(model, batch)
+    if shared is not None:
+        return shared_prompt_logits(model, batch, *shared)
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
                 use_cache=False, **keep_logits(model, length + 1))
     return out.logits[:, -(length + 1):-1]
+
+
+def shared_prompt_rows(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(first row of each distinct prompt [U], each row's distinct prompt [B]) when some rows share a prompt
+    and `model` can run a prompt once for them; None otherwise. Not under a distributed wrapper (DDP, FSDP,
+    DeepSpeed: two forwards before one backward) nor with activation checkpointing (it turns the cache off)."""
+    if hasattr(model, "module") or (model.training and any(getattr(m, "gradient_checkpointing", False) is True
+                                                           for m in model.modules())):
+        return None
+    prompts = torch.cat([batch.input_ids[:, :batch.prompt_width], batch.attention_mask[:, :batch.prompt_width]], 1)
+    distinct, inverse = torch.unique(prompts, dim=0, return_inverse=True)
+    if len(distinct) == len(prompts):
+        return None
+    rows = torch.arange(len(inverse), device=inverse.device)
+    first = torch.full((len(distinct),), len(inverse), device=inverse.device).scatter_reduce(0, inverse, rows, "amin")
+    return first, inverse
+
+
+def shared_prompt_logits(model, batch: Batch, first: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """`response_logits` with each distinct prompt run once: its forward fills a KV cache that is then indexed
+    out to every row of it (gradients flow back through the index to the one prompt pass), and the responses
+    run on that cache. A step then costs U·P + B·T tokens instead of B·(P+T) for U distinct prompts of width P
+    among B rows (RLOO's 4 prompts x 8 samples of the code demo: 2.4x fewer); the logits are the same."""
+    width, length = batch.prompt_width, batch.response_ids.shape[1]
+    cache_key = cache_argument(model)
+    prompt = model(input_ids=batch.input_ids[first, :width], attention_mask=batch.attention_mask[first, :width],
+                   position_ids=batch.position_ids[first, :width], use_cache=True, **keep_logits(model, 1))
+    first_token_logits = prompt.logits[inverse, -1:]  # the last prompt position predicts the first response token
+    if length == 1:
+        return first_token_logits
+    cache = getattr(prompt, cache_key)
+    cache.batch_select_indices(inverse)
+    rest = model(input_ids=batch.input_ids[:, width:width + length - 1],
+                 attention_mask=batch.attention_mask[:, :width + length - 1],
+                 position_ids=batch.position_ids[:, width:width + length - 1], use_cache=True, **{cache_key: cache})
+    return torch.cat([first_token_logits, rest.logits], dim=1)
 
 
 def response_logprobs(model, batch: Batch, with_entropy: bool = False):
