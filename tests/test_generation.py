@@ -125,6 +125,9 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
     counts = torch.bincount(sample_next_token(logits, 1.0, 1.0, generator), minlength=3).float() / 4000
     assert torch.allclose(counts, torch.tensor([0.2, 0.5, 0.3]), atol=0.03)
     assert sample_next_token(logits[:2], 0.0, 1.0).tolist() == [1, 1]
+    # tokens of probability 0 at either end of the vocabulary are never drawn
+    edges = torch.tensor([[float("-inf"), 0.0, 0.0, float("-inf")]]).repeat(4000, 1)
+    assert set(sample_next_token(edges, 1.0, 1.0, generator).tolist()) == {1, 2}
 
 
 def test_model_mode_is_restored_and_long_prompts_keep_their_end(policy):
