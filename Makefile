@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install demo test test-slow bench-env bench bench-rm bench-ppo bench-sandbox bench-code bench-precision \
-	bench-contrastive bench-denoise bench-distributed bench-sft bench-others bench-summary lint clean comet-env
+	bench-contrastive bench-denoise bench-distributed bench-sft bench-rollout bench-others bench-summary lint clean comet-env
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -89,7 +89,7 @@ BENCH_DENOISE_ARGS ?= --datasets controlled --train-pairs 300 --eval-pairs 200 -
 	--top-layers 2 --learning-rate 3e-4 --epochs 2 --out bench/results/denoise_quick.json
 BENCH_OTHERS ?=
 bench: bench-rm bench-ppo bench-sandbox bench-code bench-precision bench-contrastive bench-denoise bench-distributed \
-	bench-sft bench-others bench-summary
+	bench-sft bench-rollout bench-others bench-summary
 
 bench-rm: bench-env
 	PYTHONPATH=$(BENCH_SITE) $(PY) bench/rm_throughput.py $(BENCH_RM_ARGS)
@@ -126,6 +126,9 @@ bench-distributed: install
 
 bench-sft: install
 	$(PY) bench/sft_step.py
+
+bench-rollout: install
+	$(PY) bench/rollout_step.py
 
 bench-others: install
 	@printf '%s\n' '$(BENCH_OTHERS)' | tr ';' '\n' | while read -r command; do [ -n "$$command" ] || continue; \
