@@ -54,6 +54,16 @@ def test_critic_free_estimators_learn_a_toy_reward_without_a_critic(tmp_path, ad
     assert 0 < summary["generation_share"] < 1
 
 
+def test_bf16_minibatches_see_the_ratio_of_one_before_any_update(tmp_path):
+    # minibatches of 2 of the 16 rows: some hold two samples of one prompt, some two prompts; the old log-probs were
+    # computed on all 16 rows. With no update (lr 1e-30 moves no fp32 weight) every ratio must be exactly 1 in bf16,
+    # i.e. every pass computes a row's log-probs the same way whatever else is in its batch.
+    config = config_for(tmp_path, "rloo", batch_size=2, max_steps=1, learning_rate=1e-30, precision="bf16")
+    train_ppo(config, prompts=PROMPTS[:8], reward_fn=count_e)
+    logged_step = metrics(config)[0]
+    assert logged_step["approx_kl"] == 0.0 and logged_step["policy_clipfrac"] == 0.0, logged_step
+
+
 def test_each_prompt_is_sampled_k_times_as_one_contiguous_group(tmp_path):
     seen: list[list[str]] = []
 

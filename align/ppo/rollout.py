@@ -90,8 +90,9 @@ def shared_prompt_logits(model, batch: Batch, first: torch.Tensor, inverse: torc
     """`response_logits` with each distinct prompt run once: its forward fills a KV cache that is then indexed
     out to every row of it (gradients flow back through the index to the one prompt pass), and the responses
     run on that cache. A step then costs U·P + B·T tokens instead of B·(P+T) for U distinct prompts of width P
-    among B rows (RLOO's 4 prompts x 8 samples of the code demo: 2.3x fewer). Same logits up to rounding: 1e-5 in
-    fp32; in bf16 the two paths round differently (~0.01 nats a token), so a step uses one path for every pass."""
+    among B rows (RLOO's 4 prompts x 8 samples of the code demo: 2.3x fewer). Same log-probs up to rounding (1e-5
+    in fp32); in a bf16 run whose minibatches mix this path and the full one, the ratio before any update is
+    exactly 1 (both tested)."""
     width, length = batch.prompt_width, batch.response_ids.shape[1]
     cache_key = cache_argument(model)
     prompt = model(input_ids=batch.input_ids[first, :width], attention_mask=batch.attention_mask[first, :width],
