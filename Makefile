@@ -84,7 +84,9 @@ $(BENCH_SITE)/.installed: Makefile | install
 BENCH_RM_ARGS ?= --train 320 --eval 300
 BENCH_PPO_ARGS ?= --steps 4 --seeds 0 1 --learning-steps 20
 BENCH_CODE_ARGS ?= --easy-tasks 64 --greedy-tasks 10 --sampled-tasks 2
-BENCH_PRECISION_ARGS ?= --train 200 --eval 100 --repeats 3
+BENCH_PRECISION_ARGS ?= --train 200 --eval 100 --repeats 2
+BENCH_CONTRASTIVE_ARGS ?= --seeds 0 1
+BENCH_ROLLOUT_ARGS ?= --repeats 2
 BENCH_DENOISE_ARGS ?= --datasets controlled --train-pairs 300 --eval-pairs 200 --members 2 --folds 2 --seeds 0 \
 	--top-layers 2 --learning-rate 3e-4 --epochs 2 --out bench/results/denoise_quick.json
 BENCH_OTHERS ?=
@@ -116,7 +118,7 @@ bench-precision: install
 	$(PY) bench/precision.py $(BENCH_PRECISION_ARGS)
 
 bench-contrastive: install
-	$(PY) bench/contrastive.py
+	$(PY) bench/contrastive.py $(BENCH_CONTRASTIVE_ARGS)
 
 bench-denoise: install
 	$(PY) bench/denoise.py $(BENCH_DENOISE_ARGS)
@@ -128,7 +130,7 @@ bench-sft: install
 	$(PY) bench/sft_step.py
 
 bench-rollout: install
-	$(PY) bench/rollout_step.py
+	$(PY) bench/rollout_step.py $(BENCH_ROLLOUT_ARGS)
 
 bench-others: install
 	@printf '%s\n' '$(BENCH_OTHERS)' | tr ';' '\n' | while read -r command; do [ -n "$$command" ] || continue; \
