@@ -70,16 +70,15 @@ def test_rows_sharing_a_prompt_get_the_logprobs_and_gradients_of_the_full_forwar
     try:
         shared = response_logprobs(model, batch)
         shared_gradients = torch.autograd.grad((shared * batch.response_mask).sum(), list(model.parameters()))
-        plain = collate([prompts[i] for i in order], [completions[i] for i in order], pad_id=0)
         with torch.no_grad():  # one row at a time: no row shares anything
             for row in range(len(order)):
-                alone = plain.select(torch.tensor([row]))
+                alone = batch.select(torch.tensor([row]))
                 assert shared_prompt_rows(model, alone) is None
                 length = int(alone.response_mask.sum())
                 expected = response_logprobs(model, alone)[0, :length]
                 assert torch.allclose(shared[row, :length], expected, atol=1e-5)
-        full = [response_logprobs(model, plain.select(torch.tensor([row]))) for row in range(len(order))]
-        full_gradients = torch.autograd.grad(sum((f * m).sum() for f, m in zip(full, plain.response_mask[:, None])),
+        full = [response_logprobs(model, batch.select(torch.tensor([row]))) for row in range(len(order))]
+        full_gradients = torch.autograd.grad(sum((f * m).sum() for f, m in zip(full, batch.response_mask[:, None])),
                                              list(model.parameters()))
     finally:
         model.eval()
