@@ -62,7 +62,11 @@ def main() -> None:
     from align.training.precision import mixed_precision
 
     precision = "bf16" if mixed_precision("auto") == "bf16" else "fp32"  # as `align ppo precision=auto` computes
-    autocast = torch.bfloat16 if precision == "bf16" else None
+
+    def computing():
+        """The autocast `align ppo` runs its forwards under at this precision."""
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
     tokenizer = load_tokenizer(args.model, padding_side="left")
     model = load_causal_lm(args.model)  # fp32 weights, as the trained policy's
     tasks = get_domain("code", tasks="easy", prompt_style="chat", reward="stepcoder", tiers=["two-step"])
@@ -73,7 +77,7 @@ def main() -> None:
         generation.sample_next_token = sampler
         try:
             started = time.perf_counter()
-            with torch.autocast("cpu", dtype=autocast, enabled=autocast is not None):
+            with computing():
                 out = generate(model, tokenizer, texts, max_new_tokens=args.max_new_tokens, temperature=1.0,
                                num_return_sequences=args.samples, batch_size=args.prompts * args.samples, seed=0)
             return time.perf_counter() - started, out
@@ -92,7 +96,7 @@ def main() -> None:
         try:
             model.train(with_grad)
             started = time.perf_counter()
-            with torch.set_grad_enabled(with_grad), torch.autocast("cpu", dtype=autocast, enabled=autocast is not None):
+            with torch.set_grad_enabled(with_grad), computing():
                 logprobs = response_logprobs(model, batch)
             if with_grad:
                 (logprobs * mask).sum().backward()

@@ -61,10 +61,10 @@ def response_logits(model, batch: Batch) -> torch.Tensor:
     """Logits [B, T, V] of the distributions that produced the response tokens (only those are computed where
     the model's forward takes `logits_to_keep`). Rows that share a prompt (a group's samples) run it once: see
     `shared_prompt_logits`."""
-    length = batch.response_ids.shape[1]
     shared = shared_prompt_rows(model, batch)
     if shared is not None:
         return shared_prompt_logits(model, batch, *shared)
+    length = batch.response_ids.shape[1]
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
                 use_cache=False, **keep_logits(model, length + 1))
     return out.logits[:, -(length + 1):-1]

@@ -34,16 +34,16 @@ _CHINESE_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "
 _CHINESE_UNITS = {"十": 10, "百": 100, "千": 1000}
 _CHINESE_MAGNITUDES = {"万": 10**4, "亿": 10**8}
 _SCALES = (1, 10**3, 10**4, 10**6, 10**9, 10**12)  # as written, thousand, 万, million, billion, trillion
+_ONES = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 _NUMBER_WORDS = {w: i for i, w in enumerate(
-    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"])}
+    ["zero", *_ONES, "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"])}
 _NUMBER_WORDS.update({w: 10 * i for i, w in enumerate(["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"],
                                                        start=2)})
 # "one" is left out: as a pronoun ("this one") it is far more common than as a number
 del _NUMBER_WORDS["one"]
 _NUMBER_WORDS.update({m: i for i, m in enumerate(["january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december"], start=1)})
 del _NUMBER_WORDS["may"]  # a verb far more often than a month
-_UNIT_WORDS = {w: i for i, w in enumerate(["one", "two", "three", "four", "five", "six", "seven", "eight", "nine"],
-                                            start=1)}  # after a hyphen ("twenty-one"), "one" is a number
+_UNIT_WORDS = {w: i for i, w in enumerate(_ONES, start=1)}  # after a hyphen ("twenty-one"), "one" is a number
 _NUMBER_WORD = re.compile(r"\b(" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + r")(?:-("
                           + "|".join(_UNIT_WORDS) + r"))?\b", re.IGNORECASE)
 
