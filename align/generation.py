@@ -71,10 +71,11 @@ def encode_prompt(tokenizer, text: str, max_prompt_length: int | None = None) ->
 
 
 def sample_next_token(logits: torch.Tensor, temperature: float, top_p: float,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+                      generator: torch.Generator | None = None, uniform: torch.Tensor | None = None) -> torch.Tensor:
     """Next token per row from `logits` [B, V]: argmax when `temperature` is 0, else a sample from
     softmax(logits / temperature) restricted to the smallest set of tokens whose probability
-    reaches `top_p` (nucleus sampling, Holtzman et al. 2020)."""
+    reaches `top_p` (nucleus sampling, Holtzman et al. 2020). `uniform` [B] (in [0, 1)) gives each row its
+    draw; without it the draws come from `generator` (or the global RNG)."""
     if temperature <= 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
@@ -88,8 +89,10 @@ def sample_next_token(logits: torch.Tensor, temperature: float, top_p: float,
     # inverse-CDF sampling, one uniform per row: torch.multinomial takes ~40x longer on a CPU for a 49k vocabulary
     # (32 ms a call at batch 32, a sixth of SmolLM2's decoding time); `right=True` never picks a zero-probability token
     cumulative = logits.softmax(dim=-1).double().cumsum(dim=-1)
-    uniform = torch.rand((len(logits), 1), generator=generator, device=logits.device, dtype=torch.float64)
-    picked = torch.searchsorted(cumulative, uniform * cumulative[:, -1:], right=True).squeeze(1)
+    if uniform is None:
+        uniform = torch.rand(len(logits), generator=generator, device=logits.device, dtype=torch.float64)
+    picked = torch.searchsorted(cumulative, uniform.to(cumulative).unsqueeze(1) * cumulative[:, -1:],
+                                right=True).squeeze(1)
     return picked.clamp_(max=logits.shape[-1] - 1)
 
 
@@ -153,9 +156,9 @@ def last_logits_only(model) -> dict:
 @torch.inference_mode()
 def _generate_batch(model, tokenizer, rows: list[list[int]], *, max_new_tokens: int, temperature: float,
                     top_p: float, stops: list[list[str]], eos_ids: set[int], pad_id: int,
-                    generator: torch.Generator | None) -> list[tuple[list[int], str, str | None]]:
-    """Complete left-padded `rows` (row i stops at any of `stops[i]`); returns (completion ids, finish
-    reason, stop string) per row."""
+                    uniforms: torch.Tensor | None) -> list[tuple[list[int], str, str | None]]:
+    """Complete left-padded `rows` (row i stops at any of `stops[i]`, and draws its t-th token with
+    `uniforms[i, t]` when given); returns (completion ids, finish reason, stop string) per row."""
     device = next(model.parameters()).device
     input_ids, attention_mask = _left_pad(rows, pad_id, device)
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
@@ -164,11 +167,12 @@ def _generate_batch(model, tokenizer, rows: list[list[int]], *, max_new_tokens: 
     active = torch.arange(len(rows), device=device)  # which original rows are still in the batch
     eos = torch.tensor(sorted(eos_ids), device=device, dtype=torch.long)
     cache, cache_key, keep_logits = None, cache_argument(model), last_logits_only(model)
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                     use_cache=True, **{cache_key: cache}, **keep_logits)
         cache = getattr(out, cache_key)
-        next_tokens = sample_next_token(out.logits[:, -1, :], temperature, top_p, generator)
+        next_tokens = sample_next_token(out.logits[:, -1, :], temperature, top_p,
+                                        uniform=None if uniforms is None else uniforms[active, step])
         finished_eos = torch.isin(next_tokens, eos) if len(eos) else torch.zeros_like(next_tokens, dtype=torch.bool)
         keep = []
         for j, (row, token) in enumerate(zip(active.tolist(), next_tokens.tolist())):
@@ -210,8 +214,12 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 128,
     """Complete every prompt (already formatted text, see `format_prompt`).
 
     Returns `len(prompts) * num_return_sequences` generations in prompt order (the samples of a
-    prompt are adjacent). Temperature 0 is greedy. `seed` makes sampling reproducible on its own;
-    without it the global torch RNG is used (so a seeded training run stays reproducible). The
+    prompt are adjacent). Temperature 0 is greedy. `seed` makes sampling reproducible on its own and gives
+    completion j its own stream of uniforms, drawn up front whatever the batching: two models sampled with one
+    seed share their random numbers completion by completion, so where their next-token distributions agree
+    they write the same text and a paired before/after comparison sees the models' difference, not the dice
+    (common random numbers). Without `seed` the global torch RNG is used (so a seeded training run stays
+    reproducible). The
     model runs in eval mode without gradients and is put back in its previous mode afterwards.
     `prompt_stops[i]` adds stop strings for prompt i only (e.g. a task's own end markers).
     """
@@ -229,13 +237,12 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 128,
         pad_id = 0  # padded positions are masked out; any id works
     eos_ids = _eos_ids(model, tokenizer)
     device = next(model.parameters()).device
-    generator = None
-    if seed is not None and temperature > 0:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(seed)
-
     encoded = [encode_prompt(tokenizer, p, max_prompt_length) for p in prompts]
     jobs = [(i, k) for i in range(len(prompts)) for k in range(num_return_sequences)]
+    uniforms = None
+    if seed is not None and temperature > 0:
+        generator = torch.Generator(device=device).manual_seed(seed)
+        uniforms = torch.rand((len(jobs), max_new_tokens), generator=generator, device=device, dtype=torch.float64)
     # batch prompts of similar length together (less padding), then restore the caller's order
     order = sorted(range(len(jobs)), key=lambda j: len(encoded[jobs[j][0]]))
     outputs: list[Generation | None] = [None] * len(jobs)
@@ -249,7 +256,8 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 128,
             results = _generate_batch(model, tokenizer, rows, max_new_tokens=max_new_tokens,
                                       temperature=temperature, top_p=top_p,
                                       stops=[row_stops[jobs[j][0]] for j in chunk], eos_ids=eos_ids,
-                                      pad_id=pad_id, generator=generator)
+                                      pad_id=pad_id,
+                                      uniforms=None if uniforms is None else uniforms[chunk])
             for j, (ids, reason, stop_string) in zip(chunk, results):
                 text = tokenizer.decode(ids, skip_special_tokens=True)
                 if reason == "stop":

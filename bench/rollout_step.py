@@ -29,8 +29,9 @@ sys.path.insert(0, str(ROOT))
 from bench.provenance import Run, headline
 
 
-def multinomial_sampler(logits, temperature, top_p, generator=None):
-    """The peer: softmax then torch.multinomial (no nucleus here: the bench samples with top_p = 1)."""
+def multinomial_sampler(logits, temperature, top_p, generator=None, uniform=None):
+    """The peer: softmax then torch.multinomial (no nucleus here: the bench samples with top_p = 1; it draws its own
+    randomness, so `uniform` is not read)."""
     import torch
 
     if temperature <= 0:

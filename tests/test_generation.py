@@ -1,6 +1,8 @@
 """align.generation: batched left-padded sampling with KV cache, stop strings, EOS, top-p."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -114,6 +116,31 @@ def test_sampling_is_reproducible_with_a_seed(policy):
     tiny_nucleus = generate(model, tokenizer, PROMPTS, max_new_tokens=8, temperature=1.0, top_p=1e-6, seed=3)
     greedy = generate(model, tokenizer, PROMPTS, max_new_tokens=8)
     assert [g.completion_ids for g in tiny_nucleus] == [g.completion_ids for g in greedy]
+
+
+def test_a_seed_gives_each_completion_its_own_random_stream(policy):
+    """Common random numbers: one seed gives completion j the same draws whatever the batching, so a slightly
+    changed model sampled with that seed mostly writes the same tokens (a paired before/after evaluation then
+    compares models, not dice), while another seed shares almost none (~1 in 259 by chance)."""
+    model, tokenizer = policy
+    sample = {"max_new_tokens": 12, "temperature": 1.0, "num_return_sequences": 2}
+    one_by_one = generate(model, tokenizer, PROMPTS, batch_size=1, seed=5, **sample)
+    batched = generate(model, tokenizer, PROMPTS, batch_size=8, seed=5, **sample)
+    assert [g.completion_ids for g in one_by_one] == [g.completion_ids for g in batched]
+
+    nudged = copy.deepcopy(model)
+    with torch.no_grad():
+        for parameter in nudged.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(1)) * 1e-3)
+    ids = torch.tensor([tokenizer(PROMPTS[0])["input_ids"]])
+    assert not torch.equal(model(ids).logits, nudged(ids).logits)
+
+    def same_tokens(other):
+        return sum(a == b for x, y in zip(batched, other) for a, b in zip(x.completion_ids, y.completion_ids))
+
+    tokens = sum(len(g.completion_ids) for g in batched)
+    assert same_tokens(generate(nudged, tokenizer, PROMPTS, batch_size=8, seed=5, **sample)) > tokens / 2
+    assert same_tokens(generate(nudged, tokenizer, PROMPTS, batch_size=8, seed=6, **sample)) < tokens / 10
 
 
 def test_top_p_keeps_the_smallest_set_reaching_p():

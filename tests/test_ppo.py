@@ -179,6 +179,18 @@ def test_held_out_evaluation_can_sample_several_completions_per_prompt(tmp_path)
         tiny_config(tmp_path, eval_samples=2).validate()
 
 
+def test_held_out_samples_before_and_after_share_their_random_numbers(tmp_path):
+    """Common random numbers: a policy that did not move (learning rate 1e-30) writes the very same sampled
+    completions before and after training, although training itself sampled in between."""
+    held_out = [Prompt(prompt=f"Held out {i}.", id=f"h{i}") for i in range(3)]
+    config = tiny_config(tmp_path, max_steps=2, eval_prompts=3, eval_samples=4, eval_temperature=1.0,
+                         learning_rate=1e-30)
+    train_ppo(config, prompts=PROMPTS[:8], reward_fn=count_e, held_out=held_out)
+    before, after = ([json.loads(line)["completion"] for line in (tmp_path / "run" / name).read_text().splitlines()]
+                     for name in ("eval_before.jsonl", "eval_after.jsonl"))
+    assert len(set(before)) > 3 and before == after
+
+
 def test_frozen_word_embeddings_stay_as_loaded_while_the_policy_trains(tmp_path):
     from align.models import load_causal_lm
 

@@ -106,7 +106,9 @@ class Config(TrainConfig):
     # ---- bookkeeping
     eval_prompts: int = doc("Held-out prompts scored before and after training (0: none).", 0)
     eval_temperature: float = doc("Temperature of the held-out completions: 0 is greedy (the policy's single best "
-                                  "answer); the rollout temperature scores the policy as it is sampled.", 0.0)
+                                  "answer); the rollout temperature scores the policy as it is sampled, each "
+                                  "completion from its own random stream (from `seed`), the same before and after "
+                                  "training.", 0.0)
     eval_samples: int = doc("Completions per held-out prompt (more than 1 needs eval_temperature > 0); "
                             "eval_before/after.jsonl hold one line per completion.", 1)
     precision: Literal["auto", "bf16", "fp32"] = doc("`bf16` autocast is faster on CPUs and GPUs; PPO ratios are "

@@ -77,14 +77,14 @@ class PPOStopped(RuntimeError):
     """Training diverged (non-finite KL or loss, or KL over the ceiling)."""
 
 
-def rollout(models: Models, config: Config, prompts: list[Prompt]):
+def rollout(models: Models, config: Config, prompts: list[Prompt], seed: int | None = None):
     """Step 1: `samples_per_prompt` completions per prompt, a prompt's consecutive (stop strings: `config.stop`
-    plus each prompt's `meta['stop']`)."""
+    plus each prompt's `meta['stop']`); `seed`: each completion's own random stream (see `generate`)."""
     texts = [prompt_text(models.tokenizer, p, config.prompt_format) for p in prompts]
     return generate(models.policy, models.tokenizer, texts, max_new_tokens=config.max_new_tokens,
                     temperature=config.temperature, top_p=config.top_p, stop=config.stop,
                     batch_size=config.generation_batch_size, max_prompt_length=config.max_prompt_length,
-                    num_return_sequences=config.samples_per_prompt,
+                    num_return_sequences=config.samples_per_prompt, seed=seed,
                     prompt_stops=[list(p.meta.get("stop") or []) for p in prompts])
 
 

@@ -32,13 +32,15 @@ def held_out_eval(models: Models, config: Config, rewards: RewardSources, prompt
                   path=None) -> dict[str, float]:
     """Mean reward (and its parts) of `eval_samples` completions per held-out prompt at `eval_temperature`
     (greedy by default), each process taking its share; with `path`, one JSON line per completion (id, sample,
-    completion, reward, parts) is written there, for paired before/after comparisons."""
+    completion, reward, parts) is written there, for paired before/after comparisons. Sampled completions come
+    from fixed per-completion random streams (`config.seed`), the same before and after training: common random
+    numbers, so an unchanged policy writes the same completions and the pairs differ only where the policy did."""
     if not prompts:
         return {}
     evaluation = dataclasses.replace(config, temperature=config.eval_temperature, samples_per_prompt=config.eval_samples)
 
     def evaluate_share(share: list[Prompt]) -> list[dict]:
-        generations = rollout(models, evaluation, share)
+        generations = rollout(models, evaluation, share, seed=config.seed + 7919 * trainer.rank)
         scored = [share[g.prompt_index] for g in generations]
         scores = rewards(scored, generations, models.tokenizer)
         return [{"id": prompt.id, "sample": i % config.eval_samples, "completion": generation.text,

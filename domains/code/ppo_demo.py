@@ -2,7 +2,9 @@
 
 RLOO (configs/code/rloo_cpu.yaml) on the generated easy tasks with the StepCoder execution reward. The held-out
 easy tasks are scored before and after training with the same settings (by default 4 completions per task sampled
-at T = 1: the policy as it is used in RL); per task, the pass rate before and after is paired. The change is
+at T = 1: the policy as it is used in RL), completion j drawing the same random numbers before and after (common
+random numbers, `align.generation.generate`): a completion changes only where the policy did, so the pairing removes
+most of the sampling noise. Per task, the pass rate before and after is paired. The change is
 tested with an exact sign test over the tasks whose pass rate moved (with one greedy completion per task this is
 the exact McNemar test) and comes with a 95% bootstrap interval over tasks; when it is not significant the verdict
 says it is noise at this budget instead of claiming an improvement.
