@@ -81,12 +81,13 @@ $(BENCH_SITE)/.installed: Makefile | install
 # load, command). Each script writes bench/results/<name>.json with the same provenance (bench/provenance.py).
 # The sizes below are the ones the summary's figures were measured at; the scripts' own defaults are larger.
 # Other engineers' benchmarks join through BENCH_OTHERS (script and arguments, `;`-separated).
-BENCH_RM_ARGS ?= --train 320 --eval 300
+BENCH_RM_ARGS ?= --train 256 --eval 300
 BENCH_PPO_ARGS ?= --steps 4 --seeds 0 1 --learning-steps 20
 BENCH_CODE_ARGS ?= --easy-tasks 64 --greedy-tasks 10 --sampled-tasks 2
-BENCH_PRECISION_ARGS ?= --train 200 --eval 100 --repeats 2
-BENCH_CONTRASTIVE_ARGS ?= --seeds 0 1
+BENCH_PRECISION_ARGS ?= --train 160 --eval 100 --repeats 2
+BENCH_CONTRASTIVE_ARGS ?= --seeds 0
 BENCH_ROLLOUT_ARGS ?= --repeats 2
+BENCH_SFT_ARGS ?= --steps 4
 BENCH_DENOISE_ARGS ?= --datasets controlled --train-pairs 300 --eval-pairs 200 --members 2 --folds 2 --seeds 0 \
 	--top-layers 2 --learning-rate 3e-4 --epochs 2 --out bench/results/denoise_quick.json
 BENCH_OTHERS ?=
@@ -127,7 +128,7 @@ bench-distributed: install
 	$(PY) bench/distributed.py
 
 bench-sft: install
-	$(PY) bench/sft_step.py
+	$(PY) bench/sft_step.py $(BENCH_SFT_ARGS)
 
 bench-rollout: install
 	$(PY) bench/rollout_step.py $(BENCH_ROLLOUT_ARGS)
