@@ -110,6 +110,7 @@ bench-ppo: $(BENCH_PPO_SITE)/.installed
 bench-sandbox: install
 	@bash .ci/sandbox-services.sh bubblewrap
 	$(PY) bench/sandbox.py
+	$(PY) bench/sandbox.py --timeouts 0 --out bench/results/sandbox_no_timeouts.json
 
 bench-code: install
 	@bash .ci/sandbox-services.sh bubblewrap
