@@ -131,17 +131,19 @@ class Run:
         self.at_start = load()
 
     def write(self, path: str | Path, figures: dict, headlines: list[dict]) -> dict:
-        """Figures + provenance as JSON at `path`; returns what was written."""
+        """Figures + provenance as JSON at `path`; returns what was written. This run's provenance wins over
+        same-named keys in `figures` (a script that merges into its previous file must not keep the old date)."""
         threads = None
         if "torch" in sys.modules:
             threads = sys.modules["torch"].get_num_threads()
-        result = {
+        provenance = {
             "benchmark": self.name, "command": self.command, "date": time.strftime("%Y-%m-%d %H:%M", time.localtime()),
             **commit(), "cpu": cpu(), "packages": packages(), "torch_threads": threads,
             "environment": {k: os.environ[k] for k in ENVIRONMENT if k in os.environ},
             "wall_seconds": round(time.time() - self.started, 1),
             "load_at_start": self.at_start, "load_at_end": load(),
-            "headline": headlines, **figures}
+            "headline": headlines}
+        result = {**provenance, **{k: v for k, v in figures.items() if k not in provenance}}
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2, default=str) + "\n")
