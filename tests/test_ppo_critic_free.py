@@ -11,6 +11,7 @@ from test_distributed import HERE, TOLERANCE, final_weights, launch, logged, sum
 
 from align.config import ConfigError, load_config
 from align.ppo import Config, train_ppo
+from align.ppo import step
 from align.ppo.step import estimate_advantages
 from align.types import Prompt, RewardOutput
 
@@ -62,6 +63,27 @@ def test_bf16_minibatches_see_the_ratio_of_one_before_any_update(tmp_path):
     train_ppo(config, prompts=PROMPTS[:8], reward_fn=count_e)
     logged_step = metrics(config)[0]
     assert logged_step["approx_kl"] == 0.0 and logged_step["policy_clipfrac"] == 0.0, logged_step
+
+
+def test_a_single_update_pass_reuses_the_evaluation_forward_and_trains_the_same(tmp_path, monkeypatch):
+    # one epoch of one minibatch of exactly the rollout's rows: the update's forward would repeat step 3's, so step 3
+    # keeps its graph; the run must match one that recomputes (fp32, same seed) step for step
+    config = config_for(tmp_path, "rloo", "reused", batch_size=16, ppo_epochs=1, max_steps=3, precision="fp32")
+    forwards = []
+    original = step.response_logprobs
+    monkeypatch.setattr(step, "response_logprobs", lambda *a, **k: forwards.append(1) or original(*a, **k))
+    train_ppo(config, prompts=PROMPTS[:8], reward_fn=count_e)
+    reused_forwards, forwards[:] = len(forwards), []
+    monkeypatch.setattr(step, "single_update_pass", lambda *args: False)
+    recomputed = config_for(tmp_path, "rloo", "recomputed", batch_size=16, ppo_epochs=1, max_steps=3, precision="fp32")
+    train_ppo(recomputed, prompts=PROMPTS[:8], reward_fn=count_e)
+    assert (reused_forwards, len(forwards)) == (3 * 2, 3 * 3)  # policy + reference per step, + the update's
+    for key in ("reward", "kl", "policy_loss", "entropy"):
+        assert [m[key] for m in metrics(config)] == pytest.approx([m[key] for m in metrics(recomputed)], abs=1e-5), key
+    assert all(m["approx_kl"] == 0.0 for m in metrics(config))  # the old log-probs are the update's own, detached
+    # the recomputing pass sees the rows shuffled: rounding differs, and Adam's normalisation magnifies it a little
+    reused, again = final_weights(tmp_path / "reused"), final_weights(tmp_path / "recomputed")
+    assert max((reused[name] - again[name]).abs().max().item() for name in reused) < 1e-4
 
 
 def test_each_prompt_is_sampled_k_times_as_one_contiguous_group(tmp_path):
@@ -152,3 +174,14 @@ def test_two_processes_match_one_with_groups_and_dropped_members(tmp_path, advan
     dropped = summary(tmp_path / "one")["dropped_no_reward"]
     assert dropped == summary(tmp_path / "two")["dropped_no_reward"] and dropped > 0
     assert Counter(logged(tmp_path / "one", "dropped")) == Counter(logged(tmp_path / "two", "dropped"))
+
+
+def test_two_processes_match_one_when_the_update_reuses_the_evaluation_forward(tmp_path):
+    # one epoch of one micro-batch per step on every process: under DDP the update's backward runs through the graph
+    # of step 3's forward, which ran outside the accumulation loop; the gradients must still be averaged as for one
+    launch([str(HERE / "ppo_group_run.py"), str(tmp_path / "one"), "4", "8", "grpo", "single-pass"], 1)
+    launch([str(HERE / "ppo_group_run.py"), str(tmp_path / "two"), "2", "4", "grpo", "single-pass"], 2)
+    for key in ("reward", "kl"):
+        assert logged(tmp_path / "two", key) == pytest.approx(logged(tmp_path / "one", key), abs=TOLERANCE), key
+    one, two = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+    assert max((one[name] - two[name]).abs().max().item() for name in one) < TOLERANCE

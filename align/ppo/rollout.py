@@ -109,11 +109,12 @@ def shared_prompt_logits(model, batch: Batch, first: torch.Tensor, inverse: torc
 
 
 def response_logprobs(model, batch: Batch, with_entropy: bool = False):
-    """Per-token log pi(response token) [B, T] (and the entropy [B, T] when asked)."""
+    """Per-token log pi(response token) [B, T] (and the entropy [B, T], a statistic without gradient, when asked)."""
     logits = response_logits(model, batch)
     logprobs = logprobs_from_logits(logits, batch.response_ids)
     if with_entropy:
-        return logprobs, entropy_from_logits(logits)
+        with torch.no_grad():
+            return logprobs, entropy_from_logits(logits)
     return logprobs
 
 

@@ -6,7 +6,9 @@
                  stays in the batch with weight 0 (counted, never a penalty), so every process keeps the
                  same rows and takes the same optimizer steps;
   3. evaluate    old log-probs (+ entropy), reference log-probs and old values (with a critic), without
-                 gradients;
+                 gradients, except when the update is one pass over exactly these rows (one epoch, one
+                 minibatch of one micro-batch): then the policy's forward keeps its graph and the update
+                 reuses it instead of repeating it (the old log-probs are its detached copy);
   4. advantages  normalise+clip scores (running moments over every process), the KL penalty in the reward
                  (`kl_penalty`), then the estimator (`advantage=`): GAE on the critic's values, or critic-free
                  GRPO / RLOO over each prompt's group (a dropped member is left out of its group's statistics),
@@ -71,6 +73,8 @@ class Experience:
     advantages: torch.Tensor
     returns: torch.Tensor | None
     """The critic's targets (None without a critic)."""
+    logprobs_with_graph: torch.Tensor | None = None
+    """Step 3's policy log-probs with their graph, when the update's one forward would repeat it."""
 
 
 class PPOStopped(RuntimeError):
@@ -88,15 +92,23 @@ def rollout(models: Models, config: Config, prompts: list[Prompt], seed: int | N
                     prompt_stops=[list(p.meta.get("stop") or []) for p in prompts])
 
 
-@torch.no_grad()
-def evaluate_experience(models: Models, policy, critic, batch: Batch, trainer: Trainer):
-    """Step 3: old log-probs and entropy (policy), reference log-probs, old values (None without a critic)."""
+def single_update_pass(config: Config, rows: int, update_policy: bool) -> bool:
+    """Whether the policy update is one forward and backward over exactly this step's rows (one epoch, one
+    minibatch, one micro-batch), so step 3's forward of the policy is the update's (on-policy: ratio 1)."""
+    return update_policy and config.ppo_epochs == 1 and rows <= config.batch_size
+
+
+def evaluate_experience(models: Models, policy, critic, batch: Batch, trainer: Trainer, keep_graph: bool = False):
+    """Step 3: old log-probs and entropy (policy), reference log-probs, old values (None without a critic),
+    and with `keep_graph` the policy's log-probs with their graph (else None)."""
     with trainer.autocast():
-        old_logprobs, entropy = response_logprobs(policy, batch, with_entropy=True)
-        with reference_mode(models) as reference:
-            ref_logprobs = response_logprobs(reference, batch)
-        old_values = response_values(critic, batch) if critic is not None else None
-    return old_logprobs, entropy, ref_logprobs, old_values
+        with torch.set_grad_enabled(keep_graph):
+            logprobs, entropy = response_logprobs(policy, batch, with_entropy=True)
+        with torch.no_grad():
+            with reference_mode(models) as reference:
+                ref_logprobs = response_logprobs(reference, batch)
+            old_values = response_values(critic, batch) if critic is not None else None
+    return logprobs.detach(), entropy, ref_logprobs, old_values, logprobs if keep_graph else None
 
 
 def estimate_advantages(config: Config, trainer: Trainer, score: torch.Tensor, kept: torch.Tensor, kl: torch.Tensor,
@@ -158,7 +170,9 @@ def ppo_step(models: Models, policy, critic, trainer: Trainer, config: Config, s
     loss_mask = policy_mask(batch, scores.token_masks).to(device) * weight
 
     # 3. evaluate the experience
-    old_logprobs, entropy, ref_logprobs, old_values = evaluate_experience(models, policy, critic, batch, trainer)
+    update_policy = state.step >= config.critic_warmup_steps
+    old_logprobs, entropy, ref_logprobs, old_values, logprobs_with_graph = evaluate_experience(
+        models, policy, critic, batch, trainer, single_update_pass(config, len(generations), update_policy))
 
     # 4. rewards and advantages
     score = torch.nan_to_num(scores.total.to(device=device, dtype=torch.float32), nan=0.0)
@@ -188,8 +202,8 @@ def ppo_step(models: Models, policy, critic, trainer: Trainer, config: Config, s
                          f"{config.kl_ceiling}); lower learning_rate or raise kl_coef")
 
     # 5. update
-    update_policy = state.step >= config.critic_warmup_steps
-    experience = Experience(batch, mask, loss_mask, old_logprobs, ref_logprobs, old_values, advantages, returns)
+    experience = Experience(batch, mask, loss_mask, old_logprobs, ref_logprobs, old_values, advantages, returns,
+                            logprobs_with_graph)
     stats.update(update(policy, critic, trainer, config, experience, kl_control.value, update_policy, ptx_texts,
                         state, models))
     kl_control.update(mean_kl, len(sequence_kl))
@@ -235,8 +249,11 @@ def update(policy, critic, trainer: Trainer, config: Config, experience: Experie
                 variance = (squares - tokens * mean ** 2) / max(tokens - 1.0, 1.0)
                 whitened[index] = L.masked_whiten(advantages[index], loss_mask[index], moments=(mean, variance))
             for position, micro in enumerate(trainer.accumulate(policy, micro_batches)):
-                with trainer.autocast():
-                    logprobs = response_logprobs(policy, batch.select(micro))
+                if experience.logprobs_with_graph is not None:  # step 3's forward over these very rows
+                    logprobs = experience.logprobs_with_graph[micro]
+                else:
+                    with trainer.autocast():
+                        logprobs = response_logprobs(policy, batch.select(micro))
                 policy_loss, policy_stats = L.policy_loss(logprobs, experience.old_logprobs[micro], whitened[micro],
                                                           loss_mask[micro], config.clip_range, num_tokens=tokens)
                 _check_finite(policy_loss, "policy loss")
