@@ -10,8 +10,7 @@ import torch
 from test_distributed import HERE, TOLERANCE, final_weights, launch, logged, summary
 
 from align.config import ConfigError, load_config
-from align.ppo import Config, train_ppo
-from align.ppo import step
+from align.ppo import Config, step, train_ppo
 from align.ppo.step import estimate_advantages
 from align.types import Prompt, RewardOutput
 
