@@ -9,8 +9,9 @@ import pytest
 import torch
 from test_distributed import HERE, TOLERANCE, final_weights, launch, logged, summary
 
+import align.ppo.step as step_module
 from align.config import ConfigError, load_config
-from align.ppo import Config, step, train_ppo
+from align.ppo import Config, train_ppo
 from align.ppo.step import estimate_advantages
 from align.types import Prompt, RewardOutput
 
@@ -69,11 +70,11 @@ def test_a_single_update_pass_reuses_the_evaluation_forward_and_trains_the_same(
     # keeps its graph; the run must match one that recomputes (fp32, same seed) step for step
     config = config_for(tmp_path, "rloo", "reused", batch_size=16, ppo_epochs=1, max_steps=3, precision="fp32")
     forwards = []
-    original = step.response_logprobs
-    monkeypatch.setattr(step, "response_logprobs", lambda *a, **k: forwards.append(1) or original(*a, **k))
+    original = step_module.response_logprobs
+    monkeypatch.setattr(step_module, "response_logprobs", lambda *a, **k: forwards.append(1) or original(*a, **k))
     train_ppo(config, prompts=PROMPTS[:8], reward_fn=count_e)
     reused_forwards, forwards[:] = len(forwards), []
-    monkeypatch.setattr(step, "single_update_pass", lambda *args: False)
+    monkeypatch.setattr(step_module, "single_update_pass", lambda *args: False)
     recomputed = config_for(tmp_path, "rloo", "recomputed", batch_size=16, ppo_epochs=1, max_steps=3, precision="fp32")
     train_ppo(recomputed, prompts=PROMPTS[:8], reward_fn=count_e)
     assert (reused_forwards, len(forwards)) == (3 * 2, 3 * 3)  # policy + reference per step, + the update's
