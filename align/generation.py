@@ -219,9 +219,8 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 128,
     seed share their random numbers completion by completion, so where their next-token distributions agree
     they write the same text and a paired before/after comparison sees the models' difference, not the dice
     (common random numbers). Without `seed` the global torch RNG is used (so a seeded training run stays
-    reproducible). The
-    model runs in eval mode without gradients and is put back in its previous mode afterwards.
-    `prompt_stops[i]` adds stop strings for prompt i only (e.g. a task's own end markers).
+    reproducible). The model runs in eval mode without gradients and is put back in its previous mode
+    afterwards. `prompt_stops[i]` adds stop strings for prompt i only (e.g. a task's own end markers).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens: expected a positive number, got {max_new_tokens!r}")
