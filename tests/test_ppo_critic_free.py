@@ -68,14 +68,17 @@ def test_bf16_minibatches_see_the_ratio_of_one_before_any_update(tmp_path):
 def test_a_single_update_pass_reuses_the_evaluation_forward_and_trains_the_same(tmp_path, monkeypatch):
     # one epoch of one minibatch of exactly the rollout's rows: the update's forward would repeat step 3's, so step 3
     # keeps its graph; the run must match one that recomputes (fp32, same seed) step for step
-    config = config_for(tmp_path, "rloo", "reused", batch_size=16, ppo_epochs=1, max_steps=3, precision="fp32")
+    def one_pass(name):
+        return config_for(tmp_path, "rloo", name, batch_size=16, ppo_epochs=1, max_steps=3, precision="fp32")
+
+    config = one_pass("reused")
     forwards = []
     original = step_module.response_logprobs
     monkeypatch.setattr(step_module, "response_logprobs", lambda *a, **k: forwards.append(1) or original(*a, **k))
     train_ppo(config, prompts=PROMPTS[:8], reward_fn=count_e)
     reused_forwards, forwards[:] = len(forwards), []
     monkeypatch.setattr(step_module, "single_update_pass", lambda *args: False)
-    recomputed = config_for(tmp_path, "rloo", "recomputed", batch_size=16, ppo_epochs=1, max_steps=3, precision="fp32")
+    recomputed = one_pass("recomputed")
     train_ppo(recomputed, prompts=PROMPTS[:8], reward_fn=count_e)
     assert (reused_forwards, len(forwards)) == (3 * 2, 3 * 3)  # policy + reference per step, + the update's
     for key in ("reward", "kl", "policy_loss", "entropy"):

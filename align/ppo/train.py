@@ -40,7 +40,8 @@ def held_out_eval(models: Models, config: Config, rewards: RewardSources, prompt
     evaluation = dataclasses.replace(config, temperature=config.eval_temperature, samples_per_prompt=config.eval_samples)
 
     def evaluate_share(share: list[Prompt]) -> list[dict]:
-        generations = rollout(models, evaluation, share, seed=config.seed + 7919 * trainer.rank)
+        # one seed per process (its share is the same before and after, so the pairing holds on every process)
+        generations = rollout(models, evaluation, share, seed=config.seed + trainer.rank)
         scored = [share[g.prompt_index] for g in generations]
         scores = rewards(scored, generations, models.tokenizer)
         return [{"id": prompt.id, "sample": i % config.eval_samples, "completion": generation.text,
