@@ -210,17 +210,19 @@ def test_config_refuses_what_cannot_be_served(overrides, key):
 
 
 def test_sigterm_lets_the_request_in_flight_finish_then_exits_0():
-    server = ServerProcess(["model=tiny-llama", "max_tokens=200"]).start()
+    server = ServerProcess(["model=tiny-llama", "max_tokens=512"]).start()
     try:
         result = {}
 
         def slow_request():
-            result["answer"] = post(server, "/v1/completions", {"prompt": "Hello there", "max_tokens": 200,
-                                                                "temperature": 0})
+            # 8 prompts x n=8 x 512 greedy tokens: ~2 s of generation, so the SIGTERM below lands while it runs
+            # (one prompt of 200 tokens took 0.08 s and sometimes finished before the signal was handled)
+            result["answer"] = post(server, "/v1/completions", {"prompt": ["Hello there"] * 8, "n": 8,
+                                                                "max_tokens": 512, "temperature": 0})
 
         client = threading.Thread(target=slow_request)
         client.start()
-        while "generating: 1 prompts" not in server.log():  # the request is computing
+        while "generating: 8 prompts" not in server.log():  # the request is computing
             assert client.is_alive(), result
             time.sleep(0.05)
         code = server.stop()

@@ -12,6 +12,7 @@ halves its memory.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import random
 from pathlib import Path
@@ -75,7 +76,17 @@ def make_accelerator(precision: str, grad_accum: int = 1) -> Accelerator:
     accelerator = Accelerator(mixed_precision=wanted, gradient_accumulation_steps=grad_accum,
                               step_scheduler_with_optimizer=False, cpu=cpu_processes())
     check_grad_accum(accelerator, grad_accum)
+    if accelerator.num_processes > 1:
+        atexit.unregister(destroy_process_group)  # registered once however many runs the process holds
+        atexit.register(destroy_process_group)
     return accelerator
+
+
+def destroy_process_group() -> None:
+    """At exit, once: a gloo process group left to the interpreter's teardown sometimes aborts the process
+    ("terminate called without an active exception", exit -6) after the run's work is done."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def cpu_processes() -> bool:
