@@ -63,8 +63,9 @@ def test_training_learns_a_separable_task(pairs_file, tmp_path):
     assert summary["eval_accuracy"] > 0.9
 
 
-def test_killed_run_resumes_to_the_same_result(pairs_file, tmp_path, monkeypatch):
-    reference = rm.train_reward_model(config_for(pairs_file, tmp_path / "straight"))
+@pytest.mark.parametrize("head_init", ["random", "probe"])
+def test_killed_run_resumes_to_the_same_result(pairs_file, tmp_path, monkeypatch, head_init):
+    reference = rm.train_reward_model(config_for(pairs_file, tmp_path / "straight", f"head_init={head_init}"))
 
     crashed_dir = tmp_path / "crashed"
     real_step = torch.optim.AdamW.step
@@ -78,11 +79,12 @@ def test_killed_run_resumes_to_the_same_result(pairs_file, tmp_path, monkeypatch
 
     monkeypatch.setattr(torch.optim.AdamW, "step", dying_step)
     with pytest.raises(KeyboardInterrupt):
-        rm.train_reward_model(config_for(pairs_file, crashed_dir))
+        rm.train_reward_model(config_for(pairs_file, crashed_dir, f"head_init={head_init}"))
     monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
     assert not (crashed_dir / "summary.json").exists()
 
-    resumed = rm.train_reward_model(config_for(pairs_file, crashed_dir, "resume=true"))
+    # a probed run resumes with the checkpoint's heads (probing again would move them off the trained ones)
+    resumed = rm.train_reward_model(config_for(pairs_file, crashed_dir, "resume=true", f"head_init={head_init}"))
     for key in ("eval_accuracy", "eval_loss", "eval_reward_gap"):
         assert resumed[key] == pytest.approx(reference[key], abs=1e-5), key
     logged = [json.loads(line) for line in (crashed_dir / "metrics.jsonl").read_text().splitlines()]

@@ -46,7 +46,7 @@ from align.rm.shifted import (
     write_shifted_groups,
 )
 from align.rm.train import Config as RMConfig
-from align.rm.train import batch_loss, build_reward_model, finish
+from align.rm.train import batch_loss, build_reward_model, finish, initial_heads
 from align.training import BatchPlan, Trainer, TrainState
 
 SHIFTED_FILE = "shifted_samples.jsonl"
@@ -273,10 +273,11 @@ def train_metarm(config: Config) -> dict:
     total_steps = trainer.total_steps(len(pair_plan), config.grad_accum)
     model = trainer.prepare("model", build_reward_model(config, trainer), total_steps)
     head = overall_head(list(config.heads))
+    probe = initial_heads(config, trainer, data.train)  # also when resuming: `before` is the same start's
     before = discrimination(score_groups(model, shifted, config.eval_batch_size, head, trainer))
     state = trainer.resume(MetaRMState())
     meta_optimize(trainer, model, data.train, shifted, pair_plan, group_plan, state, total_steps, data.eval)
-    summary = finish(config, trainer, model, data, plan, state)
+    summary = finish(config, trainer, model, data, plan, state, probe)
     after = discrimination(score_groups(model, shifted, config.eval_batch_size, head, trainer))
     summary.update({"shifted_groups": len(groups), "shifted_responses": sum(len(g.completions) for g in groups),
                     "shifted_skipped_groups": sum(skipped.values()),

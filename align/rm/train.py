@@ -8,6 +8,7 @@ chosen and rejected -> pairwise loss (Bradley-Terry, or its denoised variant, + 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -20,6 +21,7 @@ from align.rm.data import load_rm_data, rewards_for_heads
 from align.rm.denoise import LossConfig, plan_denoising
 from align.rm.evaluate import evaluate, score_pairs
 from align.rm.fit import Step, build_reward_model, optimize, pair_sums
+from align.rm.probe import probe_heads
 from align.rm.strength.ensemble import compute_strengths
 from align.training import BatchPlan, Trainer, TrainState
 from align.training.lora import LoraOptions
@@ -43,6 +45,11 @@ class Config(TrainConfig):
                                             "pairwise loss.")
     lora: LoraOptions = nested(LoraOptions, "LoRA adapters on the backbone (the reward head trains in full); the "
                                "final model/ is merged, the adapters alone are saved in adapter/.")
+    head_init: Literal["random", "probe"] = doc("How the reward heads start: `random` (normal, std 1/sqrt(hidden+1)), or `probe`: each head "
+                         "first fitted alone on the frozen backbone's features of its training pairs, then everything "
+                         "fine-tuned from there (LP-FT; `align.rm.probe`; one extra forward pass over the pairs).",
+                         "random")
+    probe_l2: float = doc("L2 penalty of the `head_init=probe` fit, on standardised features.", 0.1)
     eval_batch_size: int = doc("Pairs per evaluation batch.", 32)
     report: bool = doc("Write report.md with plots at the end.", True)
 
@@ -50,6 +57,8 @@ class Config(TrainConfig):
         super().validate()
         if not self.heads or len(set(self.heads)) != len(self.heads):
             raise ConfigError(f"heads: expected distinct head names, got {self.heads!r}")
+        if self.probe_l2 < 0:
+            raise ConfigError(f"probe_l2: expected a number >= 0, got {self.probe_l2!r}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout: expected a number in [0, 1), got {self.dropout!r}")
         if self.contrastive.enabled and self.dropout is not None and self.dropout != self.contrastive.dropout:
@@ -122,15 +131,26 @@ def train_reward_model(config: Config) -> dict:
     model = trainer.prepare("model", build_reward_model(config, trainer), total_steps)
     state = trainer.resume(TrainState())
     contrastive = trainer.unwrap("model").term if config.contrastive.enabled else None
+    probe = initial_heads(config, trainer, train) if state.step == 0 else {}  # resumed: heads from the checkpoint
 
     def loss_fn(model, batch, step):
         return batch_loss(model, batch, step, config.loss.type, contrastive, trainer)
 
     optimize(trainer, model, train, batches, state, total_steps, loss_fn, held_out, desc="align rm")
-    return finish(config, trainer, model, data, plan, state)
+    return finish(config, trainer, model, data, plan, state, probe)
 
 
-def finish(config: Config, trainer: Trainer, model, data, plan, state: TrainState) -> dict:
+def initial_heads(config: Config, trainer: Trainer, train) -> dict:
+    """`head_init=probe`: fit the heads on the frozen features of the training pairs; returns the probe's
+    figures for the summary (nothing with `head_init=random`)."""
+    if config.head_init != "probe":
+        return {}
+    unwrapped = trainer.unwrap("model")
+    return probe_heads(getattr(unwrapped, "reward_model", unwrapped), train, config.eval_batch_size, trainer,
+                       config.probe_l2)
+
+
+def finish(config: Config, trainer: Trainer, model, data, plan, state: TrainState, extra: dict | None = None) -> dict:
     """Final evaluation, the model (merged when trained with LoRA; adapters in adapter/), summary and report."""
     train, held_out, run = data.train, data.eval, trainer.run
     final_metrics = evaluate(model, held_out, config.eval_batch_size, trainer) if len(held_out) else {}
@@ -141,7 +161,7 @@ def finish(config: Config, trainer: Trainer, model, data, plan, state: TrainStat
         **final_metrics,
         "train_pairs": len(train), "eval_pairs": len(held_out), "steps": state.step,
         "precision": trainer.precision_name, "processes": trainer.world_size,
-        **data.counts(), **plan.counts(),
+        **data.counts(), **plan.counts(), **(extra or {}),
         "train_seconds": round(state.train_seconds, 3),
         "pairs_per_second": state.examples_seen / max(state.train_seconds, 1e-9),
         "tokens_per_second": state.tokens_seen / max(state.train_seconds, 1e-9),
