@@ -36,7 +36,7 @@ def test_probed_heads_rank_the_training_pairs_as_the_probe_did(pairs_file, tmp_p
     for index, name in enumerate(["overall", "politeness"]):
         rows = data.head_index == index
         head_accuracy = (chosen[rows, index] > rejected[rows, index]).float().mean().item()
-        assert head_accuracy == pytest.approx(stats[f"probe_{name}_train_accuracy"], abs=1e-6)
+        assert head_accuracy == pytest.approx(stats[f"head_probe_{name}_train_accuracy"], abs=1e-6)
         assert head_accuracy > 0.9  # polite over rude: the random backbone's features already separate them
         # the bias centres the head's training rewards on 0
         assert torch.cat([chosen[rows, index], rejected[rows, index]]).mean().abs().item() < 0.1 * (
@@ -45,6 +45,6 @@ def test_probed_heads_rank_the_training_pairs_as_the_probe_did(pairs_file, tmp_p
 
 def test_cli_probe_run_reports_the_probe(pairs_file, tmp_path):  # noqa: F811
     summary = rm.train_reward_model(config_for(pairs_file, tmp_path / "run", "head_init=probe"))
-    assert summary["probe_overall_train_accuracy"] > 0.9 and summary["probe_seconds"] > 0
+    assert summary["head_probe_overall_train_accuracy"] > 0.9 and summary["head_probe_seconds"] > 0
     plain = rm.train_reward_model(config_for(pairs_file, tmp_path / "plain"))
-    assert not any(key.startswith("probe_") for key in plain)
+    assert not any(key.startswith("head_probe_") for key in plain)

@@ -19,25 +19,17 @@ import time
 import torch
 
 from align.models.reward import final_linear_head
-from align.rm.contrastive.separability import eval_features
+from align.rm.contrastive.separability import eval_features, fit_logistic_regression
 from align.rm.data import RMData
 
 
-@torch.enable_grad()
-def fit_bradley_terry_probe(difference: torch.Tensor, l2: float, max_iter: int = 200) -> torch.Tensor:
-    """w [D] minimising mean -log σ(difference @ w) + l2·||w||² over the rows of `difference` [N, D] (L-BFGS)."""
-    weight = torch.zeros(difference.shape[1], dtype=torch.float64, requires_grad=True)
-    difference = difference.double()
-    optimizer = torch.optim.LBFGS([weight], max_iter=max_iter, line_search_fn="strong_wolfe")
-
-    def objective():
-        optimizer.zero_grad()
-        loss = -torch.nn.functional.logsigmoid(difference @ weight).mean() + l2 * weight.square().sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(objective)
-    return weight.detach().float()
+def fit_bradley_terry_probe(difference: torch.Tensor, l2: float, steps: int = 200) -> torch.Tensor:
+    """w [D] minimising mean -log σ(difference @ w) + l2·||w||² over the rows of `difference` [N, D]: the
+    logistic regression of each difference (label 1) and its negation (label 0), whose bias is 0 by symmetry."""
+    x = torch.cat([difference, -difference])
+    y = torch.cat([torch.ones(len(difference)), torch.zeros(len(difference))])
+    weight, _ = fit_logistic_regression(x, y, l2, steps)
+    return weight
 
 
 @torch.no_grad()
@@ -58,10 +50,10 @@ def probe_heads(reward_model, data: RMData, batch_size: int, trainer, l2: float)
         if not rows.any():
             continue  # a head without pairs keeps its random initialisation
         standardised = fit_bradley_terry_probe(difference[rows], l2)
-        stats[f"probe_{name}_train_accuracy"] = (difference[rows] @ standardised > 0).float().mean().item()
+        stats[f"head_probe_{name}_train_accuracy"] = (difference[rows] @ standardised > 0).float().mean().item()
         weight = standardised / scale
         head.weight[index] = weight.to(head.weight.dtype)
         if head.bias is not None:  # decoders' `score` heads have none
             head.bias[index] = -(weight @ centre).to(head.bias.dtype)
-    stats["probe_seconds"] = round(time.perf_counter() - started, 3)
+    stats["head_probe_seconds"] = round(time.perf_counter() - started, 3)
     return stats

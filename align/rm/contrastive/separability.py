@@ -33,7 +33,8 @@ def eval_features(model, data, batch_size: int, trainer=None) -> tuple[torch.Ten
     return chosen, rejected
 
 
-def _fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, l2: float, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+@torch.enable_grad()  # also when called under no_grad (the fit differentiates its own loss)
+def fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, l2: float, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-regularised logistic regression fitted with L-BFGS; returns (weight, bias)."""
     weight = torch.zeros(x.shape[1], requires_grad=True)
     bias = torch.zeros(1, requires_grad=True)
@@ -67,7 +68,7 @@ def linear_probe_accuracy(chosen: torch.Tensor, rejected: torch.Tensor, seed: in
         x_train = torch.cat([chosen[train_index], rejected[train_index]])
         y_train = torch.cat([torch.ones(len(train_index)), torch.zeros(len(train_index))])
         mean, std = x_train.mean(0), x_train.std(0).clamp(min=1e-6)
-        weight, bias = _fit_logistic_regression((x_train - mean) / std, y_train, l2, steps)
+        weight, bias = fit_logistic_regression((x_train - mean) / std, y_train, l2, steps)
         x_test = (torch.cat([chosen[test_index], rejected[test_index]]) - mean) / std
         y_test = torch.cat([torch.ones(len(test_index)), torch.zeros(len(test_index))])
         accuracies.append((((x_test @ weight + bias) > 0).float() == y_test).float().mean().item())
