@@ -80,7 +80,10 @@ def make_optimizer_and_scheduler(model: torch.nn.Module, config, total_steps: in
         if parameter.requires_grad:
             (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=learning_rate)
+    # fused: one kernel over every parameter (HF Trainer's default since torch 2.8); on a 2-core CPU an AdamW step
+    # over SmolLM2-135M's fp32 parameters takes 0.06 s instead of 0.5 s with the per-parameter loop
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in decay + no_decay)
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=learning_rate, fused=fused)
     schedule = "constant_with_warmup" if config.lr_schedule == "constant" else config.lr_schedule
     scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=int(config.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
