@@ -153,7 +153,8 @@ def last_logits_only(model) -> dict:
     return keep_logits(model, 1)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: there autocast cannot cache its bf16 copies of fp32 weights and recasts every
+# weight at every token (half of SmolLM2-135M's decode time in bf16 on a CPU)
 def _generate_batch(model, tokenizer, rows: list[list[int]], *, max_new_tokens: int, temperature: float,
                     top_p: float, stops: list[list[str]], eos_ids: set[int], pad_id: int,
                     uniforms: torch.Tensor | None) -> list[tuple[list[int], str, str | None]]:
