@@ -141,3 +141,34 @@ def test_translation_reward_model_scores_where_the_trainer_places_it(tmp_path):
     assert {p.dtype for p in domain.reward_model.parameters()} == {torch.bfloat16}
     heads = domain.head_rewards(["Translate into English: 你好"], ["Hello"])
     assert set(heads[0]) == {"overall", "faithfulness"}
+
+
+def test_bf16_sampling_casts_each_policy_weight_once_not_once_per_token(tmp_path):
+    """The trained policy's weights are fp32 and autocast computes in bf16: a rollout keeps one bf16 copy of each
+    weight for all its tokens (recasting at every token halved the sampling speed of SmolLM2-135M)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from align.ppo.models import load_models
+    from align.ppo.step import rollout
+    from align.training import Trainer
+
+    class WeightCasts(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is torch.ops.aten._to_copy.default and args[0].dtype == torch.float32 and args[0].dim() == 2 \
+                    and kwargs.get("dtype") == torch.bfloat16:  # 2-D fp32 -> bf16: a weight (activations are 3-D)
+                WeightCasts.count += 1
+            return func(*args, **kwargs)
+
+    config = PPOConfig(model="tiny-llama", output_dir=str(tmp_path / "ppo"), domain_reward=True, precision="bf16",
+                       max_new_tokens=8, samples_per_prompt=2, temperature=1.0)
+    trainer = Trainer(config)
+    models = load_models(config, trainer)
+    trainer.prepare("policy", models.policy, 1)  # as `align ppo` does: accelerate's autocast on each forward
+    weights = sum(1 for p in models.policy.parameters() if p.dim() == 2)
+    with WeightCasts():
+        generations = rollout(models, config, [Prompt(prompt="Say something.")], trainer)
+    assert sum(len(g.completion_ids) for g in generations) > 2  # several tokens were sampled
+    assert 0 < WeightCasts.count <= weights

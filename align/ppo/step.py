@@ -81,15 +81,18 @@ class PPOStopped(RuntimeError):
     """Training diverged (non-finite KL or loss, or KL over the ceiling)."""
 
 
-def rollout(models: Models, config: Config, prompts: list[Prompt], seed: int | None = None):
+def rollout(models: Models, config: Config, prompts: list[Prompt], trainer: Trainer, seed: int | None = None):
     """Step 1: `samples_per_prompt` completions per prompt, a prompt's consecutive (stop strings: `config.stop`
-    plus each prompt's `meta['stop']`); `seed`: each completion's own random stream (see `generate`)."""
+    plus each prompt's `meta['stop']`); `seed`: each completion's own random stream (see `generate`).
+    One autocast context spans the whole sampling: the prepared policy's per-forward contexts nest inside it, so
+    autocast keeps its bf16 copies of the fp32 weights from token to token instead of recasting them at each."""
     texts = [prompt_text(models.tokenizer, p, config.prompt_format) for p in prompts]
-    return generate(models.policy, models.tokenizer, texts, max_new_tokens=config.max_new_tokens,
-                    temperature=config.temperature, top_p=config.top_p, stop=config.stop,
-                    batch_size=config.generation_batch_size, max_prompt_length=config.max_prompt_length,
-                    num_return_sequences=config.samples_per_prompt, seed=seed,
-                    prompt_stops=[list(p.meta.get("stop") or []) for p in prompts])
+    with trainer.autocast():
+        return generate(models.policy, models.tokenizer, texts, max_new_tokens=config.max_new_tokens,
+                        temperature=config.temperature, top_p=config.top_p, stop=config.stop,
+                        batch_size=config.generation_batch_size, max_prompt_length=config.max_prompt_length,
+                        num_return_sequences=config.samples_per_prompt, seed=seed,
+                        prompt_stops=[list(p.meta.get("stop") or []) for p in prompts])
 
 
 def single_update_pass(config: Config, rows: int, update_policy: bool) -> bool:
@@ -133,7 +136,7 @@ def ppo_step(models: Models, policy, critic, trainer: Trainer, config: Config, s
     device = trainer.device
     # 1. rollout
     started = time.perf_counter()
-    generations = rollout(models, config, prompts)
+    generations = rollout(models, config, prompts, trainer)
     generation_seconds = time.perf_counter() - started
     generated_tokens = sum(len(g.completion_ids) for g in generations)
     state.generation_seconds += generation_seconds

@@ -41,7 +41,7 @@ def held_out_eval(models: Models, config: Config, rewards: RewardSources, prompt
 
     def evaluate_share(share: list[Prompt]) -> list[dict]:
         # one seed per process (its share is the same before and after, so the pairing holds on every process)
-        generations = rollout(models, evaluation, share, seed=config.seed + trainer.rank)
+        generations = rollout(models, evaluation, share, trainer, seed=config.seed + trainer.rank)
         scored = [share[g.prompt_index] for g in generations]
         scores = rewards(scored, generations, models.tokenizer)
         return [{"id": prompt.id, "sample": i % config.eval_samples, "completion": generation.text,
