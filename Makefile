@@ -106,6 +106,8 @@ $(BENCH_PPO_SITE)/.installed: | install
 
 bench-ppo: $(BENCH_PPO_SITE)/.installed
 	PYTHONPATH=$(BENCH_PPO_SITE) $(PY) bench/ppo.py $(BENCH_PPO_ARGS)
+	PYTHONPATH=$(BENCH_PPO_SITE) $(PY) bench/ppo.py --steps 4 --learning-steps 0 --precision bf16 \
+		--out bench/results/ppo_bf16.json
 
 bench-sandbox: install
 	@bash .ci/sandbox-services.sh bubblewrap

@@ -4,7 +4,12 @@ Speed: our `align ppo` trainer (`advantage=gae`, its default: a critic and GAE, 
 PPOTrainer (`trl.experimental.ppo`, TRL 1.12.0: the last release that ships it; TRL 1.13+ removed PPO) run one
 after the other in the same process on the same policy (SmolLM2-135M-Instruct by default), the same reward
 model (a sequence-classification head on the policy's backbone, fixed seed; each critic starts from it), the
-same prompts, rollout batch, minibatch size, PPO epochs, response length, temperature and learning rate, fp32.
+same prompts, rollout batch, minibatch size, PPO epochs, response length, temperature and learning rate, and the
+same precision switch (`--precision`: fp32, or bf16 on both sides: ours `precision=bf16`, TRL `bf16=True`). Each
+side's result records the dtype its linear layers computed in, counted call by call: on a CPU, TRL's PPOTrainer
+with `bf16=True` computes every one in fp32 (its forwards bypass accelerate's autocast wrapper). Wrapping its whole
+`train()` in `torch.autocast` is no fix: autocast caches the bf16 copy of each fp32 weight until the outermost
+context exits, so every forward after the first optimizer step would read the stale copy.
 
 Timing boundaries, both sides: from the end of PPO step 1 to the end of the last step (step 1 warms up), read
 at each trainer's own step-end point (ours: `Trainer.end_step`; TRL: `on_step_end`). Inside: rollout,
@@ -24,6 +29,7 @@ the last 4 steps, and the largest KL to the reference.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -61,6 +67,25 @@ def make_reward_model(policy: str, directory: Path) -> str:
     return str(directory)
 
 
+@contextlib.contextmanager
+def linear_dtypes(counts: dict):
+    """Count the dtype every `nn.Linear` computes in (its output's), to show what a side's precision setting did."""
+    import torch
+
+    original = torch.nn.Linear.forward
+
+    def counted(self, x):
+        out = original(self, x)
+        counts[str(out.dtype).removeprefix("torch.")] = counts.get(str(out.dtype).removeprefix("torch."), 0) + 1
+        return out
+
+    torch.nn.Linear.forward = counted
+    try:
+        yield counts
+    finally:
+        torch.nn.Linear.forward = original
+
+
 def step_figures(step_ends: list[float], generated: list[int], generation_seconds: list[float]) -> dict:
     """Steps 2..N: seconds per step, generated tokens/s during rollouts, mean generated tokens per sequence."""
     timed = len(step_ends) - 1
@@ -81,7 +106,8 @@ def run_ours(args, reward_model: str, output_dir: Path) -> dict:
                     rollout_batch_size=args.batch, generation_batch_size=args.batch, batch_size=args.minibatch,
                     ppo_epochs=args.ppo_epochs, max_new_tokens=args.response_length, temperature=1.0,
                     learning_rate=args.learning_rate, critic_learning_rate=args.learning_rate, kl_coef=0.05,
-                    max_steps=args.steps, save_steps=0, log_steps=1, report=False, progress=False, precision="fp32",
+                    max_steps=args.steps, save_steps=0, log_steps=1, report=False, progress=False,
+                    precision=args.precision,
                     output_dir=str(output_dir), seed=args.seed, **extra)
     step_ends: list[float] = []
     original = core.Trainer.end_step
@@ -92,12 +118,14 @@ def run_ours(args, reward_model: str, output_dir: Path) -> dict:
         return now
 
     core.Trainer.end_step = end_step
+    dtypes: dict = {}
     try:
-        train_ppo(config, prompts=prompts())
+        with linear_dtypes(dtypes):
+            train_ppo(config, prompts=prompts())
     finally:
         core.Trainer.end_step = original
     rows = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
-    return {"advantage": getattr(config, "advantage", "gae"),
+    return {"advantage": getattr(config, "advantage", "gae"), "linear_layer_dtypes": dtypes,
             **step_figures(step_ends, [r["response_length"] * args.batch for r in rows],
                            [r["generation_seconds"] for r in rows])}
 
@@ -147,7 +175,8 @@ def run_trl(args, reward_model: str, output_dir: Path) -> dict:
                        response_length=args.response_length, temperature=1.0, learning_rate=args.learning_rate,
                        kl_coef=0.05, total_episodes=args.steps * args.batch, num_sample_generations=0,
                        stop_token="eos", report_to=[], save_strategy="no", logging_steps=1, seed=args.seed,
-                       bf16=False, fp16=False, use_cpu=True, dataloader_num_workers=0, lr_scheduler_type="constant",
+                       bf16=args.precision == "bf16", fp16=False, use_cpu=True, dataloader_num_workers=0,
+                       lr_scheduler_type="constant",
                        disable_tqdm=True)
     trainer = PPOTrainer(args=config, processing_class=tokenizer,
                          model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
@@ -160,11 +189,13 @@ def run_trl(args, reward_model: str, output_dir: Path) -> dict:
     trl_ppo.batch_generation = timed_generation
     collector = trl_ppo.gc
     trl_ppo.gc = types.SimpleNamespace(collect=lambda *_, **__: 0)  # ours never collects explicitly either
+    dtypes: dict = {}
     try:
-        trainer.train()
+        with linear_dtypes(dtypes):
+            trainer.train()
     finally:
         trl_ppo.batch_generation, trl_ppo.gc = original, collector
-    return step_figures(step_ends, generation["tokens"], generation["seconds"])
+    return {"linear_layer_dtypes": dtypes, **step_figures(step_ends, generation["tokens"], generation["seconds"])}
 
 
 def learning_check(args, output_root: Path) -> dict:
@@ -204,6 +235,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--learning-steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="both sides")
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ppo.json"))
     args = parser.parse_args()
@@ -212,7 +244,7 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    result: dict = {"policy": args.policy, "batch": args.batch, "minibatch": args.minibatch,
+    result: dict = {"policy": args.policy, "precision": args.precision, "batch": args.batch, "minibatch": args.minibatch,
                     "ppo_epochs": args.ppo_epochs, "response_length": args.response_length, "steps": args.steps,
                     "threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
@@ -238,10 +270,12 @@ def main() -> int:
     ours, trl_side = result["ours"], result.get("trl") or {}
     peer = f"TRL {result.get('trl_version', '?')} PPOTrainer"
     headlines = [
-        headline(f"PPO steps/s, {args.policy}, batch {args.batch}, {args.response_length} new tokens, fp32",
+        headline(f"PPO steps/s, {args.policy}, batch {args.batch}, {args.response_length} new tokens, {args.precision}",
                  1 / ours["seconds_per_step"], peer, 1 / trl_side["seconds_per_step"] if trl_side else None, "steps/s",
                  goal=1.5, note=f"generated tokens per step: ours {ours['generated_tokens_per_step']:.0f}, TRL "
-                                f"{trl_side.get('generated_tokens_per_step', float('nan')):.0f}"),
+                                f"{trl_side.get('generated_tokens_per_step', float('nan')):.0f}; linear layers "
+                                f"computed in: ours {ours['linear_layer_dtypes']}, TRL "
+                                f"{trl_side.get('linear_layer_dtypes')}"),
         headline("PPO rollout generated tokens/s", ours["generated_tokens_per_second"], peer,
                  trl_side.get("generated_tokens_per_second"), "tokens/s")]
     run.write(args.out, result, headlines)
