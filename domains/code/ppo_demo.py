@@ -88,7 +88,7 @@ def demo_stage(output_dir: str | Path, *, steps: int | None = None, model: str |
             f"{config.advantage.upper()}, {summary['steps']} steps ({result['ppo_rollouts']} rollouts): pass rate on "
             f"{r['tasks']} held-out easy tasks ({how}) {r['pass_rate_before']:.3f} -> {r['pass_rate_after']:.3f} "
             f"(change 95% CI {r['change_ci95_low']:+.3f}..{r['change_ci95_high']:+.3f}; tasks up {r['tasks_up']}, "
-            f"down {r['tasks_down']}, sign test p={r['sign_test_p']:.3f}): {r['verdict']}")
+            f"down {r['tasks_down']}, sign test p={r['sign_test_p']:.2g}): {r['verdict']}")
         if config.eval_temperature > 0:
             result["verdict"] += ("; this scores the policy as it is sampled, so sharpening towards answers it already "
                                   "preferred counts as improvement")
