@@ -76,7 +76,8 @@ def linear_dtypes(counts: dict):
 
     def counted(self, x):
         out = original(self, x)
-        counts[str(out.dtype).removeprefix("torch.")] = counts.get(str(out.dtype).removeprefix("torch."), 0) + 1
+        dtype = str(out.dtype).removeprefix("torch.")
+        counts[dtype] = counts.get(dtype, 0) + 1
         return out
 
     torch.nn.Linear.forward = counted
