@@ -108,6 +108,18 @@ def test_rm_two_processes_match_one_and_resume(pairs_file, tmp_path):
     assert summary(killed)["eval_loss"] == pytest.approx(two["eval_loss"], abs=1e-6)
 
 
+def test_rm_probe_start_is_the_same_with_two_processes(pairs_file, tmp_path):
+    # each process encodes its share of the pairs; the gathered features give every process the same probe
+    align("rm", f"data={pairs_file}", *RM_KEYS, "head_init=probe", "batch_size=8", "save_steps=0",
+          f"output_dir={tmp_path / 'one'}")
+    align("rm", f"data={pairs_file}", *RM_KEYS, "head_init=probe", "batch_size=4", "save_steps=0",
+          f"output_dir={tmp_path / 'two'}", processes=2)
+    one, two = summary(tmp_path / "one"), summary(tmp_path / "two")
+    assert two["head_probe_overall_train_accuracy"] == one["head_probe_overall_train_accuracy"]
+    assert logged(tmp_path / "two", "loss") == pytest.approx(logged(tmp_path / "one", "loss"), abs=TOLERANCE)
+    assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=TOLERANCE, abs=TOLERANCE)
+
+
 def test_sft_two_processes_match_one(tmp_path):
     rows = [{"prompt": f"Repeat the word number {i}.", "response": "tea " * (1 + i % 4)} for i in range(30)]
     data = tmp_path / "rows.jsonl"
