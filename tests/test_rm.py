@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from align.cli import main
-from align.config import load_config
+from align.config import ConfigError, load_config
 from align.rm import train as rm
 
 WORDS = ["apple", "river", "stone", "cloud", "lamp", "garden", "window", "music", "paper", "forest"]
@@ -139,3 +139,12 @@ def test_frozen_bottom_layers_stay_put_and_the_layers_above_train(tmp_path):
     with pytest.raises(ValueError, match="freeze_layers"):
         rm.train_reward_model(load_config(rm.Config, None, [*keys[:-1], "freeze_layers=2",
                                                             f"output_dir={tmp_path / 'bad'}"]))
+
+
+def test_lora_targets_that_match_no_layer_are_a_config_error_naming_the_layers(pairs_file, tmp_path):
+    # the LLaMA-style default names no BERT layer; peft alone fails with a generic error deep in its wrapping
+    with pytest.raises(ConfigError, match=r"lora.target_modules: .*named \['classifier', 'dense', 'key', 'query'"):
+        rm.train_reward_model(config_for(pairs_file, tmp_path / "lora", "lora.enabled=true"))
+    summary = rm.train_reward_model(config_for(pairs_file, tmp_path / "ok", "lora.enabled=true", "max_steps=2",
+                                               "lora.target_modules=[attention.self.query,value]"))  # dotted suffix
+    assert summary["steps"] == 2

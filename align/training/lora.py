@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch import nn
+
 from align.config import ConfigError, doc
 
 
@@ -35,6 +37,12 @@ def add_lora(model, options: LoraOptions, task_type: str = "CAUSAL_LM"):
     from peft import LoraConfig, get_peft_model
 
     targets = "all-linear" if options.target_modules == ["all-linear"] else list(options.target_modules)
+    if targets != "all-linear":  # peft matches a target as the whole name or its dotted suffix
+        linear = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+        if not any(name == t or name.endswith("." + t) for name in linear for t in targets):
+            raise ConfigError(f"lora.target_modules: none of {targets} is a linear layer of {type(model).__name__}; "
+                              f"its linear layers are named {sorted({n.rsplit('.', 1)[-1] for n in linear})} (or "
+                              "use lora.target_modules=[all-linear])")
     config = LoraConfig(r=options.r, lora_alpha=options.alpha, lora_dropout=options.dropout,
                         target_modules=targets, task_type=task_type)
     return get_peft_model(model, config)
