@@ -47,17 +47,13 @@ def mean_interval(values: list[float]) -> dict:
 def greedy_pass(model, tokenizer, config, domain, prompts) -> dict[str, bool]:
     """Greedy completion of each prompt exactly as `align ppo` evaluates (its rollout at temperature 0), scored by
     the domain: task id -> passed every test."""
-    import contextlib
     import dataclasses
-    import types
 
     from align.ppo.models import Models
     from align.ppo.step import rollout
 
     greedy = dataclasses.replace(config, temperature=0.0, samples_per_prompt=1)
-    in_its_own_dtype = types.SimpleNamespace(autocast=contextlib.nullcontext)  # no trainer here: no autocast
-    generations = rollout(Models(policy=model, reference=None, critic=None, tokenizer=tokenizer), greedy, prompts,
-                          in_its_own_dtype)
+    generations = rollout(Models(policy=model, reference=None, critic=None, tokenizer=tokenizer), greedy, prompts)
     outputs = domain.reward(prompts, [g.text for g in generations])
     return {p.id: o.parts.get("status") == "passed" for p, o in zip(prompts, outputs)}
 

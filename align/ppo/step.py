@@ -22,6 +22,7 @@ The pure pieces live in `align.ppo.losses`, tensors and rewards in `align.ppo.ro
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -81,13 +82,15 @@ class PPOStopped(RuntimeError):
     """Training diverged (non-finite KL or loss, or KL over the ceiling)."""
 
 
-def rollout(models: Models, config: Config, prompts: list[Prompt], trainer: Trainer, seed: int | None = None):
+def rollout(models: Models, config: Config, prompts: list[Prompt], trainer: Trainer | None = None,
+            seed: int | None = None):
     """Step 1: `samples_per_prompt` completions per prompt, a prompt's consecutive (stop strings: `config.stop`
     plus each prompt's `meta['stop']`); `seed`: each completion's own random stream (see `generate`).
-    One autocast context spans the whole sampling: the prepared policy's per-forward contexts nest inside it, so
-    autocast keeps its bf16 copies of the fp32 weights from token to token instead of recasting them at each."""
+    With the run's `trainer`, one autocast context spans the whole sampling: the prepared policy's per-forward
+    contexts nest inside it, so autocast keeps its bf16 copies of the fp32 weights from token to token instead of
+    recasting them at each. Without one, the policy samples in its own dtype."""
     texts = [prompt_text(models.tokenizer, p, config.prompt_format) for p in prompts]
-    with trainer.autocast():
+    with trainer.autocast() if trainer is not None else contextlib.nullcontext():
         return generate(models.policy, models.tokenizer, texts, max_new_tokens=config.max_new_tokens,
                         temperature=config.temperature, top_p=config.top_p, stop=config.stop,
                         batch_size=config.generation_batch_size, max_prompt_length=config.max_prompt_length,

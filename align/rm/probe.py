@@ -39,8 +39,8 @@ def probe_heads(reward_model, data: RMData, batch_size: int, trainer, l2: float)
     started = time.perf_counter()
     with trainer.autocast():
         chosen, rejected = eval_features(reward_model, data, batch_size, trainer)
-    scale = torch.cat([chosen, rejected]).std(dim=0).clamp(min=1e-6)
-    centre = torch.cat([chosen, rejected]).mean(dim=0)
+    both = torch.cat([chosen, rejected])
+    scale, centre = both.std(dim=0).clamp(min=1e-6), both.mean(dim=0)
     sign = 1.0 - 2.0 * data.flip.float().unsqueeze(1)  # a flipped pair counts the other way round
     difference = (chosen - rejected) / scale * sign
     head = final_linear_head(reward_model.model)

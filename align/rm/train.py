@@ -45,10 +45,10 @@ class Config(TrainConfig):
                                             "pairwise loss.")
     lora: LoraOptions = nested(LoraOptions, "LoRA adapters on the backbone (the reward head trains in full); the "
                                "final model/ is merged, the adapters alone are saved in adapter/.")
-    head_init: Literal["random", "probe"] = doc("How the reward heads start: `random` (normal, std 1/sqrt(hidden+1)), or `probe`: each head "
-                         "first fitted alone on the frozen backbone's features of its training pairs, then everything "
-                         "fine-tuned from there (LP-FT; `align.rm.probe`; one extra forward pass over the pairs).",
-                         "random")
+    head_init: Literal["random", "probe"] = doc(
+        "How the reward heads start: `random` (normal, std 1/sqrt(hidden+1)), or `probe`: each head first fitted "
+        "alone on the frozen backbone's features of its training pairs, then everything fine-tuned from there "
+        "(LP-FT; `align.rm.probe`; one extra forward pass over the pairs).", "random")
     probe_l2: float = doc("L2 penalty of the `head_init=probe` fit, on standardised features.", 0.1)
     eval_batch_size: int = doc("Pairs per evaluation batch.", 32)
     report: bool = doc("Write report.md with plots at the end.", True)
