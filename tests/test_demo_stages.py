@@ -51,3 +51,16 @@ def test_strength_stage_reports_the_flip_auc_and_both_accuracies(tmp_path):
         assert 0.0 <= summary[key] <= 1.0
     assert (tmp_path / "strength_by_label.png").exists() and (tmp_path / "report.md").exists()
     assert json.loads((tmp_path / "summary.json").read_text())["verdict"] == summary["verdict"]
+
+
+def test_rm_stage_trains_with_the_margins_of_its_own_strengths(tmp_path):
+    from align.rm.demo import rm_stage
+
+    summary = rm_stage(tmp_path, overrides=["model=tiny-bert", "max_length=64", "epochs=1", "max_examples=48",
+                                            "progress=false", "report=false", "freeze_layers=1"])
+    annotated = [json.loads(line) for line in (tmp_path / "strength" / "annotated.jsonl").read_text().splitlines()]
+    assert len(annotated) == summary["train_pairs"] == 48
+    # every training pair got a margin from its strength (λ·μ_i, clipped): none is exactly zero in float
+    assert summary["margin_pairs"] == sum(row["mean_preference_difference"] != 0 for row in annotated) > 0
+    assert summary["eval_pairs"] >= 300 and f"{summary['eval_accuracy']:.3f}" in summary["verdict"]
+    assert f"{summary['negative_strength_fraction']:.0%} of the training pairs" in summary["verdict"]
