@@ -37,8 +37,8 @@ RM_GOAL, AUC_GOAL = 0.63, 0.9
 # The probe alone, frozen backbone: 0.636 (pooler features, l2 0.1; raw first token 0.623, mean pooling 0.636).
 # Also with the probe: a uniform weight soup of the seed 0 and 1 runs 0.657 (its members 0.651, 0.660, scored in fp32);
 # multilingual-e5-small (12 layers, bottom 6 frozen) 0.643 on seed 0 in 149 s of training against MiniLM's ~90 s.
-# Adaptive margin (Wang et al. 2024, "Secrets of RLHF Part II", §3.2): pair i trains on
-# −log σ(Δ_i − λ·μ_i) (λ 0.5, |λ·μ_i| ≤ 2), μ_i its mean preference strength under a 4-head bootstrap ensemble fitted to the same pairs
+# Adaptive margin (Wang et al. 2024, "Secrets of RLHF Part II", §3.2): pair i trains on −log σ(Δ_i − λ·μ_i)
+# (λ 0.5, |λ·μ_i| ≤ 2), μ_i its mean preference strength under a 4-head bootstrap ensemble fitted to the same pairs
 # (`align strength mode=cheap`, ~3 min): pairs the ensemble finds clear are pushed further apart, pairs it finds
 # reversed (likely mislabelled) pulled back. On the 1,133 / 321 split, with the probe: 0.664 / 0.676 / 0.662 against
 # 0.654 / 0.667 / 0.645 without it (seeds 0 / 1 / 2); flipping the pairs of negative strength instead 0.657 / 0.653 /
