@@ -42,7 +42,8 @@ RM_GOAL, AUC_GOAL = 0.63, 0.9
 # (`align strength mode=cheap`, ~3 min): pairs the ensemble finds clear are pushed further apart, pairs it finds
 # reversed (likely mislabelled) pulled back. On the 1,133 / 321 split, with the probe: 0.664 / 0.676 / 0.662 against
 # 0.654 / 0.667 / 0.645 without it (seeds 0 / 1 / 2); flipping the pairs of negative strength instead 0.657 / 0.653 /
-# 0.648. The ensemble alone (mean of its heads) 0.636 on seed 0.
+# 0.648. The ensemble alone (mean of its heads) 0.636 on seed 0. Margin was also the best of seven losses in the
+# denoising benchmark on other hh pairs (bench/results/denoise_hh_none.json: 0.636 against Bradley-Terry 0.622).
 RM_KEYS = ["model=minilm", "domain=hh", "domain_options.eval_fraction=0.2", "max_length=192", "batch_size=16",
            "epochs=2", "learning_rate=5e-5", "warmup_ratio=0.1", "freeze_word_embeddings=true", "freeze_layers=3",
            "dropout=0", "head_init=probe", "loss.type=margin", "save_steps=50", "keep_checkpoints=1", "log_steps=5"]
