@@ -44,6 +44,16 @@ def test_wrong_language_by_script_ratio():
     assert failed("李博士说有28位厨师。", tgt="zh", src="en", source="Dr. Li said 28 chefs.") == []
 
 
+def test_a_third_script_is_a_wrong_language_however_short():
+    source = "Moscow denies that Wagner is linked to the state and says it will act against EU sanctions."
+    # Russian words inside an en->zh translation (a PPO-trained policy's output): 90% CJK, so the ratio passes
+    verdict = verdicts("莫斯科否认Wagner与国家有关，并表示将对欧盟的 санкции 采取行动。", source=source, src="en",
+                       tgt="zh")["language"]
+    assert not verdict.passed and "cyrillic" in verdict.detail and verdict.value > 0.5
+    # Latin names are in the source's script: kept, as human references do
+    assert failed("莫斯科否认Wagner与国家有关，并表示将对欧盟的制裁采取行动。", source=source, src="en", tgt="zh") == []
+
+
 def test_length_ratio():
     assert "length_ratio" in failed("A chef.")  # far too short for the source
     padded = GOOD + " " + " ".join(f"word{i}" for i in range(40))

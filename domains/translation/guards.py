@@ -108,9 +108,8 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def script_ratio(text: str, language: str) -> float | None:
-    """Share of the word tokens of `text` (each CJK character a token) written in `language`'s script
-    (Latin for languages without an entry); None when there are no letters."""
+def script_counts(text: str) -> Counter:
+    """Word tokens of `text` (each CJK character a token) per script: `cjk`, `cyrillic`, `latin`."""
     counts = Counter()
     for token in words(text):
         if _CJK.match(token):
@@ -119,11 +118,19 @@ def script_ratio(text: str, language: str) -> float | None:
             counts["cyrillic"] += 1
         elif _LATIN.search(token):
             counts["latin"] += 1
+    return counts
+
+
+def language_script(language: str) -> str:
+    return {"zh": "cjk", "ja": "cjk", "ko": "cjk", "ru": "cyrillic"}.get(language, "latin")
+
+
+def script_ratio(text: str, language: str) -> float | None:
+    """Share of the word tokens of `text` (each CJK character a token) written in `language`'s script
+    (Latin for languages without an entry); None when there are no letters."""
+    counts = script_counts(text)
     total = sum(counts.values())
-    if total == 0:
-        return None
-    script = {"zh": "cjk", "ja": "cjk", "ko": "cjk", "ru": "cyrillic"}.get(language, "latin")
-    return counts[script] / total
+    return counts[language_script(language)] / total if total else None
 
 
 def numbers(text: str) -> Counter:
@@ -184,14 +191,19 @@ def check_empty(output: str, **_) -> Verdict:
     return Verdict(bool(words(output)), float(len(output.strip())))
 
 
-def check_language(output: str, tgt_lang: str, config: GuardConfig, **_) -> Verdict:
+def check_language(output: str, tgt_lang: str, config: GuardConfig, source: str | None = None, **_) -> Verdict:
     ratio = script_ratio(output, tgt_lang)
     if ratio is None:  # digits or punctuation only: nothing to judge here (empty/length catch it)
         return Verdict(True, None, "no letters")
     # full-width CJK punctuation (。，？) in a space-delimited target is a source-language leftover
-    foreign = tgt_lang not in CJK_TARGETS and bool(_CJK_PUNCTUATION.search(output))
-    return Verdict(ratio >= config.min_script_ratio and not foreign, ratio,
-                   "CJK punctuation in the output" if foreign else "")
+    if tgt_lang not in CJK_TARGETS and _CJK_PUNCTUATION.search(output):
+        return Verdict(False, ratio, "CJK punctuation in the output")
+    # a script that is neither the target's nor in the source (Russian words inside an en->zh translation: a
+    # sampled policy does produce them) is a third language, however few of its words there are
+    stray = set(script_counts(output)) - {language_script(tgt_lang)} - set(script_counts(source)) if source else ()
+    if stray:
+        return Verdict(False, ratio, f"{', '.join(sorted(stray))} words in neither the source nor the target language")
+    return Verdict(ratio >= config.min_script_ratio, ratio)
 
 
 def check_length_ratio(output: str, source: str | None, reference: str | None, src_lang: str, tgt_lang: str,
