@@ -44,13 +44,11 @@ RM_GOAL, AUC_GOAL = 0.63, 0.9
 # 0.654 / 0.667 / 0.645 without it (seeds 0 / 1 / 2); flipping the pairs of negative strength instead 0.657 / 0.653 /
 # 0.648. The ensemble alone (mean of its heads) 0.636 on seed 0. Margin was also the best of seven losses in the
 # denoising benchmark on other hh pairs (bench/results/denoise_hh_none.json: 0.636 against Bradley-Terry 0.622).
-RM_KEYS = ["model=minilm", "domain=hh", "domain_options.eval_fraction=0.2", "max_length=192", "batch_size=16",
-           "epochs=2", "learning_rate=5e-5", "warmup_ratio=0.1", "freeze_word_embeddings=true", "freeze_layers=3",
-           "dropout=0", "head_init=probe", "loss.type=margin", "save_steps=50", "keep_checkpoints=1", "log_steps=5"]
-RM_STRENGTH_KEYS = ["model=minilm", "domain=hh", "domain_options.eval_fraction=0.2", "max_length=192",
-                    "batch_size=16", "epochs=2", "learning_rate=5e-5", "warmup_ratio=0.1",
-                    "freeze_word_embeddings=true", "dropout=0", "mode=cheap", "members=4", "slice_accuracy=false",
-                    "save_steps=50", "keep_checkpoints=1", "log_steps=10"]
+_HH_KEYS = ["model=minilm", "domain=hh", "domain_options.eval_fraction=0.2", "max_length=192", "batch_size=16",
+            "epochs=2", "learning_rate=5e-5", "warmup_ratio=0.1", "freeze_word_embeddings=true", "dropout=0",
+            "save_steps=50", "keep_checkpoints=1"]  # the ensemble and the RM train on the same pairs the same way
+RM_KEYS = [*_HH_KEYS, "freeze_layers=3", "head_init=probe", "loss.type=margin", "log_steps=5"]
+RM_STRENGTH_KEYS = [*_HH_KEYS, "mode=cheap", "members=4", "slice_accuracy=false", "log_steps=10"]
 
 
 def rm_stage(output_dir: str | Path, seed: int = 0, overrides: list[str] | None = None) -> dict:
@@ -60,7 +58,7 @@ def rm_stage(output_dir: str | Path, seed: int = 0, overrides: list[str] | None 
     known = {field.name for field in dataclasses.fields(annotate.Config)}  # e.g. freeze_layers is the RM's alone
     strength = annotate.run(load_config(annotate.Config, None, [
         *RM_STRENGTH_KEYS, f"output_dir={Path(output_dir) / 'strength'}", f"seed={seed}",
-        *(o for o in overrides if o.split("=")[0].split(".")[0] in known)]))
+        *(o for o in overrides if o.partition("=")[0].split(".")[0] in known)]))
     config = load_config(rm.Config, None, [*RM_KEYS, f"loss.strengths={strength['annotated']}",
                                            f"output_dir={output_dir}", f"seed={seed}", *overrides])
     summary = rm.run(config)
