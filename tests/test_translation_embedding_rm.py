@@ -13,6 +13,7 @@ from domains.translation.embedding_rm import (
     is_embedding_rm,
     pair_features,
     rows_by_head,
+    source_script_share,
     train_embedding_rm,
 )
 
@@ -47,6 +48,33 @@ def test_alignment_features_see_an_omission():
     assert omitted[names["precision"]] == pytest.approx(1.0)  # nothing added
     assert omitted[names["log_length_ratio"]] == pytest.approx(np.log(2 / 3))
     assert len(pair_features(source, source, "a", "a", reference=source, pooled=True)) == len(FEATURES) + 4 + 9
+
+
+def test_source_script_share_names_untranslated_words():
+    assert source_script_share("Moscow denies the report.", "莫斯科否认该报道。") == 0.0
+    assert source_script_share("Moscow denies the report.", "莫斯科否认 the report。") == pytest.approx(2 / 7)
+    assert source_script_share("莫斯科否认该报道。", "Moscow denies the 报道") == pytest.approx(2 / 5)
+    # mostly in the source's script: the language guard's business, and a same-script pair says nothing
+    assert source_script_share("Moscow denies the report.", "Moscow denies the report.") == 0.0
+    assert source_script_share("", "anything") == 0.0
+
+
+def test_a_model_saved_before_a_feature_existed_scores_without_it(trained, tmp_path):
+    import json
+
+    model, directory, rows = trained
+    old = tmp_path / "old-rm"
+    model.save(old)
+    meta = json.loads((old / "embedding_rm.json").read_text())
+    meta["features"] = [f for f in meta["features"] if f != "source_script_share"]
+    (old / "embedding_rm.json").write_text(json.dumps(meta))
+    keep = [FEATURES.index(f) for f in meta["features"]]
+    arrays = np.load(old / "weights.npz")
+    np.savez(old / "weights.npz", weights=arrays["weights"][:, keep], mean=arrays["mean"][keep],
+             std=arrays["std"][keep])
+    loaded = EmbeddingRewardModel.load(old)
+    assert loaded.base_features == meta["features"]
+    assert loaded.score([rows[0][0]], [rows[0][1]]).shape == (1, 2)
 
 
 def test_rows_by_head_routes_aspects_and_needs_references():

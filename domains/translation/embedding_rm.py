@@ -13,6 +13,10 @@ states and mean-pooled sentence vectors each (source, translation) gets features
     log_length_ratio, its square, log_token_ratio
     number_mismatches     numbers of the source missing from the translation or added to it (the numbers guard's
                           count, at most 5: a changed number is a major error the encoder hardly sees)
+    source_script_share   share of the translation's words (CJK characters one each) in the source's main script,
+                          0 from a half up (same-script languages; the language guard rejects the rest): an
+                          untranslated span raises the encoder's cosine and coverage (it *is* the source), this
+                          feature names it
     pooled (optional)     t̄, s̄ ⊙ t̄, |s̄ − t̄| (3 × hidden: the COMET estimator's combinations)
     reference (optional)  cos(r̄, t̄) and coverage / precision / f1 of t against r
 
@@ -34,11 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
-from domains.translation.guards import check_numbers
+from domains.translation.guards import check_numbers, script_counts
 
 MARKER = "embedding_rm.json"
 FEATURES = ["cosine", "coverage", "precision", "f1", "coverage_p10", "precision_p10", "log_length_ratio",
-            "log_length_ratio_sq", "log_token_ratio", "number_mismatches"]
+            "log_length_ratio_sq", "log_token_ratio", "number_mismatches", "source_script_share"]
 REFERENCE_FEATURES = ["ref_cosine", "ref_coverage", "ref_precision", "ref_f1"]
 PREFIX = "query: "
 
@@ -116,15 +120,31 @@ def _alignment(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float
     return coverage, precision, f1, float(np.percentile(best_a, 10)), float(np.percentile(best_b, 10))
 
 
+def source_script_share(source_text: str, translation_text: str) -> float:
+    """Share of the translation's words in the source's main script, 0 when the translation is mostly in that
+    script too (same-script languages: nothing to tell apart)."""
+    source_scripts, translation_scripts = script_counts(source_text), script_counts(translation_text)
+    total = sum(translation_scripts.values())
+    if not source_scripts or not total:
+        return 0.0
+    script = source_scripts.most_common(1)[0][0]
+    share = translation_scripts[script] / total
+    return share if share < 0.5 else 0.0
+
+
 def pair_features(source, translation, source_text: str, translation_text: str, reference=None,
-                  pooled: bool = False) -> np.ndarray:
-    """φ(s, t) as documented in the module docstring (`source`, `translation`, `reference`: encoder outputs)."""
+                  pooled: bool = False, names: Sequence[str] = FEATURES) -> np.ndarray:
+    """φ(s, t) as documented in the module docstring (`source`, `translation`, `reference`: encoder outputs);
+    `names`: the base features to keep, in order (a model saved before a feature existed reads without it)."""
     (s_tokens, s_vector), (t_tokens, t_vector) = source, translation
     coverage, precision, f1, coverage_low, precision_low = _alignment(s_tokens, t_tokens)
     length = math.log(max(len(translation_text), 1) / max(len(source_text), 1))
     numbers = check_numbers(translation_text, source_text).value or 0.0
-    values = [float(s_vector @ t_vector), coverage, precision, f1, coverage_low, precision_low, length, length ** 2,
-              math.log(max(len(t_tokens), 1) / max(len(s_tokens), 1)), min(numbers, 5.0)]
+    base = dict(zip(FEATURES, [
+        float(s_vector @ t_vector), coverage, precision, f1, coverage_low, precision_low, length, length ** 2,
+        math.log(max(len(t_tokens), 1) / max(len(s_tokens), 1)), min(numbers, 5.0),
+        source_script_share(source_text, translation_text)]))
+    values = [base[name] for name in names]
     if reference is not None:
         r_tokens, r_vector = reference
         r_coverage, r_precision, r_f1, _, _ = _alignment(r_tokens, t_tokens)
@@ -158,9 +178,10 @@ class EmbeddingRewardModel:
 
     def __init__(self, head_names: list[str], weights: np.ndarray, mean: np.ndarray, std: np.ndarray,
                  backbone: str = "me5-small", use_reference: bool = False, pooled: bool = False,
-                 encoder: SentenceEncoder | None = None):
+                 encoder: SentenceEncoder | None = None, base_features: Sequence[str] = FEATURES):
         self.head_names, self.weights, self.mean, self.std = list(head_names), weights, mean, std
         self.backbone, self.use_reference, self.pooled = backbone, use_reference, pooled
+        self.base_features = list(base_features)
         self.encoder = encoder or SentenceEncoder(backbone)
 
     def features(self, sources: Sequence[str], translations: Sequence[str],
@@ -175,7 +196,7 @@ class EmbeddingRewardModel:
             if key not in unique:
                 s, t, r = key
                 unique[key] = pair_features(encoded[s], encoded[t], s, t, encoded[r] if r is not None else None,
-                                            self.pooled)
+                                            self.pooled, self.base_features)
         return np.stack([unique[key] for key in keys]) if keys else np.zeros((0, len(self.mean)))
 
     def score(self, sources, translations, references=None) -> np.ndarray:
@@ -192,7 +213,7 @@ class EmbeddingRewardModel:
         np.savez(directory / "weights.npz", weights=self.weights, mean=self.mean, std=self.std)
         (directory / MARKER).write_text(json.dumps(
             {"head_names": self.head_names, "backbone": self.backbone, "use_reference": self.use_reference,
-             "pooled": self.pooled, "features": FEATURES + (REFERENCE_FEATURES if self.use_reference else [])
+             "pooled": self.pooled, "features": self.base_features + (REFERENCE_FEATURES if self.use_reference else [])
              + (["pooled"] if self.pooled else [])}, indent=2) + "\n")
 
     @classmethod
@@ -200,20 +221,21 @@ class EmbeddingRewardModel:
         directory = Path(directory)
         meta = json.loads((directory / MARKER).read_text())
         arrays = np.load(directory / "weights.npz")
+        base_features = [name for name in meta["features"] if name in FEATURES]
         return cls(meta["head_names"], arrays["weights"], arrays["mean"], arrays["std"], meta["backbone"],
-                   meta["use_reference"], meta["pooled"])
+                   meta["use_reference"], meta["pooled"], base_features=base_features)
 
 
 def train_embedding_rm(pairs_by_head: dict[str, list[tuple[str, str, str, str | None, float]]],
                        backbone: str = "me5-small", use_reference: bool = False, pooled: bool = False,
-                       l2: float = 1e-3, encoder: SentenceEncoder | None = None, margin_weight: bool = False
-                       ) -> EmbeddingRewardModel:
+                       l2: float = 1e-3, encoder: SentenceEncoder | None = None, margin_weight: bool = False,
+                       base_features: Sequence[str] = FEATURES) -> EmbeddingRewardModel:
     """Fit one Bradley-Terry head per entry of `pairs_by_head` (head -> (source, chosen, rejected, reference,
     margin) rows) on standardised features; the standardisation is measured on every feature row of every head.
     `margin_weight`: a pair counts in proportion to its margin (capped at 10: one non-translation error weighs 25),
     so pairs a major error apart outweigh those one minor error apart."""
     model = EmbeddingRewardModel(list(pairs_by_head), np.zeros((0, 0)), np.zeros(0), np.ones(0), backbone,
-                                 use_reference, pooled, encoder)
+                                 use_reference, pooled, encoder, base_features)
     rows = {}
     for head, pairs in pairs_by_head.items():
         sources = [p[0] for p in pairs] * 2
