@@ -62,7 +62,7 @@ def test_source_script_share_names_untranslated_words():
 def test_a_model_saved_before_a_feature_existed_scores_without_it(trained, tmp_path):
     import json
 
-    model, directory, rows = trained
+    model, _, rows = trained
     old = tmp_path / "old-rm"
     model.save(old)
     meta = json.loads((old / "embedding_rm.json").read_text())
