@@ -77,7 +77,8 @@ def main() -> None:
     run(args, encoder, cache)
 
 
-VARIANTS = {"base": {}, "base_margin": {"margin_weight": True}, "pooled": {"pooled": True},
+VARIANTS = {"base": {}, "base_no_script": {"drop": ["source_script_share"]},
+            "base_margin": {"margin_weight": True}, "pooled": {"pooled": True},
             "reference": {"use_reference": True}, "reference_margin": {"use_reference": True, "margin_weight": True},
             "reference_pooled": {"use_reference": True, "pooled": True}}
 HEADS = ["overall", "faithfulness", "expressiveness", "elegance"]
@@ -85,7 +86,7 @@ HEADS = ["overall", "faithfulness", "expressiveness", "elegance"]
 
 def fit(domain, variant: str, l2: float, encoder, synthetic: int):
     from domains.translation.domain import reference_translations
-    from domains.translation.embedding_rm import rows_by_head, train_embedding_rm
+    from domains.translation.embedding_rm import FEATURES, rows_by_head, train_embedding_rm
 
     options = VARIANTS[variant]
     domain.synthetic_pairs = 0 if options.get("use_reference") else synthetic
@@ -95,7 +96,31 @@ def fit(domain, variant: str, l2: float, encoder, synthetic: int):
     encoder.encode(list(dict.fromkeys(texts)))
     return train_embedding_rm(rows, use_reference=bool(options.get("use_reference")),
                               pooled=bool(options.get("pooled")), l2=l2, encoder=encoder,
-                              margin_weight=bool(options.get("margin_weight")))
+                              margin_weight=bool(options.get("margin_weight")),
+                              base_features=[f for f in FEATURES if f not in options.get("drop", ())])
+
+
+def synthetic_valid_accuracy(model, count: int = 600) -> dict[str, float]:
+    """The overall head's accuracy on major-error pairs built from the ALMA *valid* sentences (training pairs come
+    from ALMA train), per direction and error kind: `synthetic_<src>_<tgt>_<kind>`."""
+    from domains.translation.domain import TranslationDomain
+    from domains.translation.parallel import parallel_split
+    from domains.translation.synthetic import synthetic_pairs
+
+    alma = TranslationDomain().resolve_data_dir() / "alma-zhen"
+    result = {}
+    for src, tgt in (("zh", "en"), ("en", "zh")):
+        rows = [(a, b, src, tgt) for a, b in parallel_split(alma, "valid", src, tgt)]
+        pairs = synthetic_pairs(rows, count, lambda source, *_: source, seed=1, aspects=("overall",))
+        sources = [p.extra["source_text"] for p in pairs]
+        head = model.head_names.index("overall")
+        won = (model.score(sources, [p.chosen for p in pairs])[:, head]
+               > model.score(sources, [p.rejected for p in pairs])[:, head])
+        result[f"synthetic_{src}_{tgt}_all"] = float(won.mean())
+        for kind in sorted({p.extra["error"] for p in pairs}):
+            mask = [p.extra["error"] == kind for p in pairs]
+            result[f"synthetic_{src}_{tgt}_{kind}"] = float(won[mask].mean())
+    return result
 
 
 def run(args, encoder, cache: Path) -> None:
@@ -118,6 +143,8 @@ def run(args, encoder, cache: Path) -> None:
             domain.reward_model_path, domain._reward_model = str(directory), model
             summary = preference_pair_accuracy(domain, str(directory))
             summary["fit_seconds"] = time.perf_counter() - start
+            if not model.use_reference:
+                summary.update(synthetic_valid_accuracy(model))
             if args.final:
                 domain.synthetic_pairs = 0
                 full, _ = evaluate_translation(domain, str(directory), cosine=True)
@@ -129,7 +156,9 @@ def run(args, encoder, cache: Path) -> None:
             out.write_text(json.dumps(result, indent=1) + "\n")
             print(f"  {variant} l2={l2:g}: overall pairs strict {summary['pairs_rm_strict_accuracy']:.3f}, "
                   f"gap>=5 {summary['pairs_rm_strict_accuracy_gap5']:.3f} (longer wins "
-                  f"{summary['pairs_length_strict_accuracy_gap5']:.3f})", flush=True)
+                  f"{summary['pairs_length_strict_accuracy_gap5']:.3f}); synthetic valid zh-en "
+                  f"{summary.get('synthetic_zh_en_all', float('nan')):.3f}, en-zh "
+                  f"{summary.get('synthetic_en_zh_all', float('nan')):.3f}", flush=True)
     best = max(result["runs"], key=lambda k: result["runs"][k]["pairs_rm_strict_accuracy_gap5"])
     result["best"] = best
     out.write_text(json.dumps(result, indent=1) + "\n")
