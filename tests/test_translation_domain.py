@@ -198,7 +198,10 @@ def test_reward_and_eval_with_a_multi_head_reward_model(data_dir, tmp_path):
     assert {f"head_{h}" for h in heads} <= set(outputs[0].parts)
     stats = domain.head_stats()
     assert set(stats.mean) == set(heads) and all(s > 0 for s in stats.std.values())
-    assert outputs[0].reward == pytest.approx(outputs[0].parts["score"])  # every guard passed
+    from domains.translation.reward import soft_floor
+
+    floor = domain.reward_config.guard_reward + 1  # every guard passed: the score, floored
+    assert outputs[0].reward == pytest.approx(soft_floor(outputs[0].parts["score"], floor))
     summary = run(Config(model=str(model_dir), domain="translation", output_dir=str(tmp_path / "eval"),
                          domain_options={"data_dir": str(data_dir), "test_docs": ["talk.3"],
                                          "reward": {"calibration_size": 16}}))

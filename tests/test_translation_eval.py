@@ -14,6 +14,7 @@ from domains.translation.reward import (
     RewardConfig,
     combine_heads,
     measure_head_stats,
+    soft_floor,
     translation_reward,
 )
 from domains.translation.robustness import corrupt, preference_shares
@@ -138,6 +139,25 @@ def test_reward_with_heads_metrics_and_guards():
     assert "copy" in copied.parts["guards_failed"] and "language" in copied.parts["guards_failed"]
     assert copied.reward == config.guard_reward - (len(copied.parts["guards_failed"]) - 1)
     assert outputs[2].parts["guards_failed"] == [] and outputs[2].reward < first.reward
+
+
+def test_a_failed_guard_never_pays_better_than_a_pass():
+    # a weak translation with heads far below the calibration mean against a copy of the source
+    prompts = [make_prompt(SOURCE, "zh", "en", reference=ORIGINAL)] * 3
+    weak, weaker = ORIGINAL, "In 2019, about 15% of people felt they could trust others, which was low."
+    heads = {weak: -4.0, weaker: -6.0, SOURCE: 3.0}
+    config = RewardConfig(head_weights={"overall": 2.0})
+    outputs = translation_reward(prompts, [weak, weaker, SOURCE], config, head_stats=HeadStats(),
+                                 head_scorer=lambda _, outs: [{"overall": heads[o]} for o in outs])
+    assert [o.parts["score"] for o in outputs[:2]] == [-8.0, -12.0]  # both below guard_reward (-5)
+    assert outputs[2].parts["guards_failed"] and outputs[2].reward == config.guard_reward - (
+        len(outputs[2].parts["guards_failed"]) - 1)
+    assert outputs[0].reward > outputs[1].reward > config.guard_reward + 1 > outputs[2].reward  # order kept
+    assert soft_floor(1.0, 0.0) == 1.0 and soft_floor(0.0, 0.0) == pytest.approx(math.exp(-1))
+    config.soft_floor = False
+    unfloored = translation_reward(prompts[:1], [weak], config, head_stats=HeadStats(),
+                                   head_scorer=lambda _, outs: [{"overall": heads[o]} for o in outs])
+    assert unfloored[0].reward == -8.0
 
 
 def test_reward_parses_a_plain_text_prompt():

@@ -4,7 +4,11 @@
     gated  : if gate_on_faithfulness and z_faithfulness < gate_threshold, the style terms
              (expressiveness, elegance) may only lower the score: style cannot pay for a
              mistranslation
-    reward = score when every enabled guard passes, else guard_reward - (failed guards - 1)
+    reward = soft_floor(score)  when every enabled guard passes: the score itself from guard_reward + 2 up, below
+             that guard_reward + 1 + exp(score - guard_reward - 2); else guard_reward - (failed guards - 1)
+    The soft floor keeps the order of passing translations and puts every one of them above every failure:
+    heads are normalised on human translations, so a weak policy's outputs score several spreads below 0, and
+    without the floor failing a guard (a copy of the source) would pay better.
 
 Head normalisation: z_h = (r_h - mean_h) / std_h with statistics measured once on calibration
 translations (the MQM training targets when available), so heads on different scales add up.
@@ -35,8 +39,10 @@ class RewardConfig:
     gate_on_faithfulness: bool = doc("Style heads may only lower the score when faithfulness is below "
                                      "`gate_threshold`.", True)
     gate_threshold: float = doc("Normalised faithfulness below which style cannot raise the score.", -0.5)
-    guard_reward: float = doc("Reward of a completion that fails a guard (minus one per further failed guard).",
-                              -5.0)
+    guard_reward: float = doc("Reward of a completion that fails a guard (minus one per further failed guard); a "
+                              "completion that passes them all scores above guard_reward + 1 (soft floor).", -5.0)
+    soft_floor: bool = doc("Passing completions scoring below guard_reward + 2 are squeezed into (guard_reward + 1, "
+                           "guard_reward + 2), order kept, so a failed guard never pays better than a pass.", True)
     guards: GuardConfig = nested(GuardConfig, "Guards that gate the reward.")
     calibration_size: int = doc("Translations used to measure each head's mean and spread.", 256)
 
@@ -78,6 +84,13 @@ def combine_heads(heads: dict[str, float], config: RewardConfig, stats: HeadStat
     if config.gate_on_faithfulness and "faithfulness" in z and z["faithfulness"] < config.gate_threshold:
         style = min(style, 0.0)
     return rest + style, z
+
+
+def soft_floor(score: float, floor: float) -> float:
+    """`score` from floor + 1 up; below that floor + exp(score − floor − 1): strictly increasing, continuous with
+    its slope, always above `floor`."""
+    knee = floor + 1.0
+    return score if score >= knee else floor + math.exp(score - knee)
 
 
 def metric_term(metrics: dict[str, float], config: RewardConfig) -> float:
@@ -146,6 +159,9 @@ def translation_reward(prompts: Sequence[Prompt | str], completions: Sequence[st
                 parts[f"guard_{name}_value"] = verdict.value
         parts["score"] = score
         parts["guards_failed"] = failed
-        outputs.append(RewardOutput(reward=score if not failed else config.guard_reward - (len(failed) - 1),
-                                    parts=parts))
+        if failed:
+            reward = config.guard_reward - (len(failed) - 1)
+        else:
+            reward = soft_floor(score, config.guard_reward + 1) if config.soft_floor else score
+        outputs.append(RewardOutput(reward=reward, parts=parts))
     return outputs
