@@ -49,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["smollm2-135m", "smollm2-135m:chat", "gemma3-270m"])
     parser.add_argument("--directions", nargs="+", default=["zh-en", "en-zh"])
-    parser.add_argument("--sentences", type=int, default=40, help="first N sentences of each ALMA test set")
+    parser.add_argument("--sentences", type=int, default=40, help="first N sentences of each direction of the ALMA split (--split)")
     parser.add_argument("--split", default="test", help="ALMA split the sentences come from")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=96)
@@ -104,7 +104,7 @@ def main() -> None:
     run.write(out, {k: v for k, v in result.items() if k != "command"}, headlines)
     line = "; ".join(f"{d}: " + ", ".join(f"{m} {result['candidates'][m][d]['chrf']:.1f}" for m in args.models)
                      + f" (best {result[f'best_{d}']})" for d in args.directions)
-    print(f"translation_policy [chrF, first {args.sentences} ALMA test sentences] {line} -> {out}")
+    print(f"translation_policy [chrF, first {args.sentences} ALMA {args.split} sentences] {line} -> {out}")
 
 
 if __name__ == "__main__":
