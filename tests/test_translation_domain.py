@@ -13,6 +13,7 @@ from align.registry import get_domain
 from align.types import Prompt
 from domains.translation import TranslationDomain
 from domains.translation.mqm import COLUMNS
+from domains.translation.reward import soft_floor
 
 SYSTEMS = {  # system -> (category, severity) of its single error, or none
     "ref": ("No-error", "No-error"), "good": ("No-error", "No-error"), "minor": ("Fluency/Grammar", "Minor"),
@@ -198,8 +199,6 @@ def test_reward_and_eval_with_a_multi_head_reward_model(data_dir, tmp_path):
     assert {f"head_{h}" for h in heads} <= set(outputs[0].parts)
     stats = domain.head_stats()
     assert set(stats.mean) == set(heads) and all(s > 0 for s in stats.std.values())
-    from domains.translation.reward import soft_floor
-
     floor = domain.reward_config.guard_reward + 1  # every guard passed: the score, floored
     assert outputs[0].reward == pytest.approx(soft_floor(outputs[0].parts["score"], floor))
     summary = run(Config(model=str(model_dir), domain="translation", output_dir=str(tmp_path / "eval"),

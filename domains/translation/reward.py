@@ -39,8 +39,8 @@ class RewardConfig:
     gate_on_faithfulness: bool = doc("Style heads may only lower the score when faithfulness is below "
                                      "`gate_threshold`.", True)
     gate_threshold: float = doc("Normalised faithfulness below which style cannot raise the score.", -0.5)
-    guard_reward: float = doc("Reward of a completion that fails a guard (minus one per further failed guard); a "
-                              "completion that passes them all scores above guard_reward + 1 (soft floor).", -5.0)
+    guard_reward: float = doc("Reward of a completion that fails a guard (minus one per further failed guard).",
+                              -5.0)
     soft_floor: bool = doc("Passing completions scoring below guard_reward + 2 are squeezed into (guard_reward + 1, "
                            "guard_reward + 2), order kept, so a failed guard never pays better than a pass.", True)
     guards: GuardConfig = nested(GuardConfig, "Guards that gate the reward.")
